@@ -1,0 +1,153 @@
+"""Building blocks shared by the FinetuneJob and TrainingQuota APIs.
+
+Pure pydantic: no kopf, no Kubernetes client. JSON names are camelCase (aliases),
+Python names are snake_case.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "finetune.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# Kubernetes names (RFC 1123 subdomain / label).
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$"
+
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """Parse a Go-style duration with a `d` extension ("90m", "1h30m", "30d") into seconds."""
+    if not re.fullmatch(DURATION, text):
+        raise ValueError(f"invalid duration {text!r}: use forms like 90s, 15m, 24h, 30d")
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
+
+
+class KubeModel(BaseModel):
+    """Base of every API object: camelCase JSON, unknown fields refused, validated on assignment."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_assignment=True,
+        use_attribute_docstrings=False,
+    )
+
+    def to_json(self) -> dict[str, Any]:
+        """The object as Kubernetes JSON (camelCase, no nulls)."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class OpenObject(BaseModel):
+    """A free-form Kubernetes object kept as-is (affinity, label selectors' expressions)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class SecretKeyRef(KubeModel):
+    """A key of a Secret in the job's namespace. Credentials are only ever given by reference."""
+
+    name: str = Field(description="Name of the Secret, in the same namespace as the object.",
+                      pattern=DNS_SUBDOMAIN)
+    key: str = Field(description="Key within the Secret.", min_length=1,
+                     pattern=r"^[-._a-zA-Z0-9]+$")
+
+
+class ConfigMapKeyRef(KubeModel):
+    """A key of a ConfigMap in the job's namespace."""
+
+    name: str = Field(description="Name of the ConfigMap.", pattern=DNS_SUBDOMAIN)
+    key: str = Field(description="Key within the ConfigMap.", min_length=1, pattern=r"^[-._a-zA-Z0-9]+$")
+
+
+class LocalObjectReference(KubeModel):
+    """A reference to an object by name in the same namespace."""
+
+    name: str = Field(description="Name of the referenced object.", pattern=DNS_SUBDOMAIN)
+
+
+class LabelSelectorRequirement(KubeModel):
+    """One set-based label requirement."""
+
+    key: str = Field(description="The label key the selector applies to.", min_length=1)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
+        description="How the key relates to the values: In, NotIn, Exists or DoesNotExist.")
+    values: list[str] | None = Field(
+        default=None, description="Values for In and NotIn; must be empty for Exists and DoesNotExist.")
+
+
+class LabelSelector(KubeModel):
+    """A Kubernetes label selector. An empty selector matches everything."""
+
+    match_labels: dict[str, str] | None = Field(
+        default=None, description="Labels that must all be present with these values.")
+    match_expressions: list[LabelSelectorRequirement] | None = Field(
+        default=None, description="Set-based requirements, all of which must hold.")
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        """Whether a set of labels satisfies this selector (pure, same rules as the API server)."""
+        for key, value in (self.match_labels or {}).items():
+            if labels.get(key) != value:
+                return False
+        for req in self.match_expressions or []:
+            present = req.key in labels
+            vals = req.values or []
+            if req.operator == "In" and (not present or labels[req.key] not in vals):
+                return False
+            if req.operator == "NotIn" and present and labels[req.key] in vals:
+                return False
+            if req.operator == "Exists" and not present:
+                return False
+            if req.operator == "DoesNotExist" and present:
+                return False
+        return True
+
+
+class Condition(KubeModel):
+    """A condition following the Kubernetes API conventions (metav1.Condition)."""
+
+    type: str = Field(description="Type of the condition, in CamelCase (Admitted, Running, Succeeded, ...).")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="A CamelCase, machine-readable reason for the last transition.")
+    message: str = Field(default="", description="A human-readable message about the transition.")
+    last_transition_time: datetime = Field(
+        description="When the condition last changed status (RFC 3339).")
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation the condition was computed from.")
+
+
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+
+
+class ObjectMetaLite(BaseModel):
+    """The part of ObjectMeta the operator reads; everything else is kept."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, alias_generator=to_camel)
+
+    name: str = ""
+    namespace: str | None = None
+    uid: str | None = None
+    generation: int | None = None
+    resource_version: str | None = None
+    creation_timestamp: datetime | None = None
+    deletion_timestamp: datetime | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("labels", "annotations", mode="before")
+    @classmethod
+    def _none_to_empty(cls, value: Any) -> Any:
+        return {} if value is None else value

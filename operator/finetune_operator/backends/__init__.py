@@ -1,0 +1,1 @@
+"""One backend per way of training: in-cluster trainer Jobs, OpenAI, Gradient."""

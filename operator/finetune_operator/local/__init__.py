@@ -1,0 +1,1 @@
+"""Local mode: an emulated Kubernetes API server, its controllers and the trainer-pod executor."""

@@ -1,0 +1,293 @@
+"""An emulated kube-apiserver on loopback: kmock's KubernetesEmulator plus real API-server semantics.
+
+kmock provides the HTTP server, the API discovery documents and the Status-shaped errors for
+unknown endpoints; the object semantics (resourceVersions, generation, status subresource,
+finalizers, selectors, watches with replay, patches) live in :mod:`finetune_operator.local.store`.
+
+    async with Emulator(crds=[...]) as emu:
+        kopf_login -> kopf.ConnectionInfo(server=emu.url, insecure=True)
+        emu.store.get("finetunejobs", "default", "x")
+        emu.history  # every committed write, in order
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp.web
+import kmock
+
+from finetune_operator.local.semantics import ALL_VERBS, ApiError, JsonDict, ResourceDef, Selector
+from finetune_operator.local.store import MERGE_PATCH, HistoryRecord, ObjectStore
+
+__all__ = ["ApiError", "Emulator", "HistoryRecord", "ObjectStore", "ParsedPath", "parse_path"]
+
+
+class ParsedPath:
+    """``/apis/<group>/<version>[/namespaces/<ns>]/<plural>[/<name>[/<subresource>]]``."""
+
+    def __init__(self, group: str, version: str, plural: str, namespace: str | None = None,
+                 name: str | None = None, subresource: str | None = None) -> None:
+        self.group = group
+        self.version = version
+        self.plural = plural
+        self.namespace = namespace
+        self.name = name
+        self.subresource = subresource
+
+
+def parse_path(path: str) -> ParsedPath | None:
+    """Parse a resource URL; None for anything else (discovery, /version, ...)."""
+    segs = [seg for seg in path.split("/") if seg]
+    if len(segs) >= 2 and segs[0] == "api":
+        group, version, rest = "", segs[1], segs[2:]
+    elif len(segs) >= 3 and segs[0] == "apis":
+        group, version, rest = segs[1], segs[2], segs[3:]
+    else:
+        return None
+    if not rest:
+        return None
+    namespace: str | None = None
+    if rest[0] == "namespaces" and len(rest) >= 3 and not (len(rest) == 3 and rest[2] in ("status", "finalize")):
+        namespace, rest = rest[1], rest[2:]
+    return ParsedPath(group, version, rest[0], namespace, rest[1] if len(rest) > 1 else None,
+                      "/".join(rest[2:]) or None)
+
+
+class _Handler(kmock.KubernetesEmulator):  # type: ignore[misc]
+    """kmock's emulator with resource URLs routed to the semantic store."""
+
+    def __init__(self, api: Emulator, keep_requests: bool) -> None:
+        super().__init__()
+        self._api = api
+        self._keep_requests = keep_requests
+
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        parsed = parse_path(raw_request.path)
+        if parsed is None:
+            response: aiohttp.web.StreamResponse = await super().__call__(raw_request)
+            if not self._keep_requests:
+                self._requests.clear()
+            return response
+        await raw_request.read()
+        return await self._api.serve_http(raw_request, parsed)
+
+
+def _json(data: Any, status: int = 200) -> aiohttp.web.Response:
+    return aiohttp.web.Response(body=json.dumps(data).encode(), status=status, content_type="application/json")
+
+
+class Emulator:
+    """An in-memory kube-apiserver over HTTP on 127.0.0.1 (a free port unless given).
+
+    :param crds: CRD manifests (dicts) to install at start (they are created as objects too).
+    :param controllers: start the garbage collector and the Job controller with the server.
+    :param watch_cache_size: how many recent events a watch can replay by resourceVersion.
+    :param auto_namespaces: create namespaces implicitly on first use (else 404 like the real server).
+    :param keep_requests: keep kmock's log of non-resource requests (``emu.kmock.requests``).
+    :param seed: seed of the random names (generateName, job pods), for determinism.
+    """
+
+    def __init__(self, *, crds: Iterable[JsonDict] = (), controllers: bool = True, host: str = "127.0.0.1",
+                 port: int | None = None, watch_cache_size: int = 100_000, auto_namespaces: bool = True,
+                 keep_requests: bool = True, seed: int | None = None) -> None:
+        self.kmock: Any = _Handler(self, keep_requests)
+        self.store = ObjectStore(watch_cache_size=watch_cache_size, auto_namespaces=auto_namespaces, seed=seed)
+        self.store.on_register.append(self._publish)
+        for rdef in self.store.resources:
+            self._publish(rdef)
+        for crd in crds:
+            self.store.create(self.store.resolve("apiextensions.k8s.io", "v1", "customresourcedefinitions"),
+                              None, crd)
+        self._host = host
+        self._port = port
+        self._server: Any = None
+        self._with_controllers = controllers
+        self._controllers: list[Any] = []
+        self._streams: set[asyncio.Task[Any]] = set()
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        await self.kmock.__aenter__()
+        self._server = kmock.Server(self.kmock, host=self._host, port=self._port)
+        await self._server.__aenter__()
+        if self._with_controllers:
+            from finetune_operator.local.controllers import GarbageCollector, JobController
+
+            self._controllers = [GarbageCollector(self), JobController(self)]
+            for controller in self._controllers:
+                await controller.start()
+
+    async def stop(self) -> None:
+        for controller in reversed(self._controllers):
+            await controller.stop()
+        self._controllers = []
+        self.store.close_watchers()
+        if self._streams:  # let the streams see the closure and finish their responses
+            await asyncio.wait(set(self._streams), timeout=2)
+        if self._server is not None:
+            await self._server.__aexit__(None, None, None)
+            self._server = None
+            await self.kmock.__aexit__(None, None, None)
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("The emulator is not started.")
+        return str(self._server.url).rstrip("/")
+
+    @property
+    def history(self) -> list[HistoryRecord]:
+        return self.store.history
+
+    def _publish(self, rdef: ResourceDef) -> None:
+        self.kmock.resources[kmock.resource(rdef.group, rdef.version, rdef.plural)] = kmock.ResourceInfo(
+            namespaced=rdef.namespaced, kind=rdef.kind, singular=rdef.singular, verbs=set(ALL_VERBS),
+            shortnames=set(rdef.short_names), categories=set(rdef.categories),
+            subresources={"status"} if rdef.status_subresource else set(),
+        )
+
+    # --- one code path for HTTP and for in-process callers ---------------------------------------
+
+    def execute(self, method: str, rdef: ResourceDef, namespace: str | None, name: str | None,
+                subresource: str | None = None, body: Any = None, params: dict[str, str] | None = None,
+                content_type: str = MERGE_PATCH) -> tuple[int, JsonDict]:
+        """Perform one non-watch API call; returns (HTTP status, body). Raises :class:`ApiError`."""
+        params = params or {}
+        if rdef.namespaced is False and namespace is not None:
+            raise ApiError.no_resource()
+        if subresource not in (None, "status") or (subresource and not rdef.status_subresource):
+            raise ApiError.no_resource()
+        labels, fields = params.get("labelSelector"), params.get("fieldSelector")
+        if method == "GET":
+            if name is None:
+                return 200, self.store.list_collection(rdef, namespace, labels, fields)
+            return 200, self.store.fetch(rdef, namespace, name)
+        if method == "POST" and name is None:
+            return 201, self.store.create(rdef, namespace, body)
+        if method == "PUT" and name is not None:
+            return 200, self.store.replace(rdef, namespace, name, body, subresource)
+        if method == "PATCH" and name is not None:
+            return 200, self.store.patch(rdef, namespace, name, body, content_type, subresource)
+        if method == "DELETE":
+            options = dict(body) if isinstance(body, dict) else {}
+            if "propagationPolicy" in params:
+                options["propagationPolicy"] = params["propagationPolicy"]
+            if name is None:
+                return 200, self.store.delete_collection(rdef, namespace, labels, fields, options)
+            obj, gone = self.store.delete(rdef, namespace, name, options)
+            return (200 if gone else 202), obj
+        raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the requested "
+                       f"resource: {method}")
+
+    async def serve_http(self, raw: aiohttp.web.BaseRequest, parsed: ParsedPath) -> aiohttp.web.StreamResponse:
+        try:
+            rdef = self.store.resolve(parsed.group, parsed.version, parsed.plural)
+            params = dict(raw.query)
+            if raw.method == "GET" and params.get("watch") in ("true", "1"):
+                return await self._serve_watch(raw, rdef, parsed, params)
+            text = await raw.text()
+            try:
+                body = json.loads(text) if text.strip() else None
+            except ValueError:
+                raise ApiError.bad_request("the body of the request is not valid JSON") from None
+            content_type = raw.headers.get("Content-Type", MERGE_PATCH)
+            status, data = self.execute(raw.method, rdef, parsed.namespace, parsed.name, parsed.subresource,
+                                        body, params, content_type)
+            return _json(data, status)
+        except ApiError as exc:
+            return _json(exc.status(), exc.code)
+
+    async def _serve_watch(self, raw: aiohttp.web.BaseRequest, rdef: ResourceDef, parsed: ParsedPath,
+                           params: dict[str, str]) -> aiohttp.web.StreamResponse:
+        fields = params.get("fieldSelector")
+        if parsed.name is not None:
+            fields = ",".join(filter(None, [fields, f"metadata.name={parsed.name}"]))
+        selector = Selector.parse(parsed.namespace, params.get("labelSelector"), fields)
+        watcher = self.store.watch(rdef, selector, params.get("resourceVersion"))
+        timeout = float(params["timeoutSeconds"]) if params.get("timeoutSeconds") else None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout if timeout is not None else None
+        response = aiohttp.web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        task = asyncio.current_task()
+        if task is not None:
+            self._streams.add(task)
+        try:
+            await response.prepare(raw)
+            while True:
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    break
+                try:
+                    event = await asyncio.wait_for(watcher.queue.get(), remaining)
+                except TimeoutError:
+                    break
+                batch = [event]
+                while not watcher.queue.empty() and batch[-1] is not None:
+                    batch.append(watcher.queue.get_nowait())
+                chunk = b"".join(json.dumps(item).encode() + b"\n" for item in batch if item is not None)
+                if chunk:
+                    await response.write(chunk)
+                if batch[-1] is None:
+                    break
+            with contextlib.suppress(ConnectionError):
+                await response.write_eof()
+        except ConnectionError:
+            pass
+        finally:
+            self.store.unwatch(watcher)
+            if task is not None:
+                self._streams.discard(task)
+        return response
+
+    # --- coroutine helpers (the same code path as HTTP) ------------------------------------------
+
+    def _rdef_of(self, obj: JsonDict) -> ResourceDef:
+        return self.store.for_kind(str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
+
+    async def create(self, obj: JsonDict, *, namespace: str | None = None) -> JsonDict:
+        """Create from a full manifest (apiVersion/kind/metadata)."""
+        rdef = self._rdef_of(obj)
+        ns = (namespace or obj.get("metadata", {}).get("namespace") or "default") if rdef.namespaced else None
+        return self.execute("POST", rdef, ns, None, body=obj)[1]
+
+    async def get(self, resource: str, namespace: str | None, name: str) -> JsonDict:
+        rdef = self.store.find(resource)
+        return self.execute("GET", rdef, namespace, name)[1]
+
+    async def list(self, resource: str, namespace: str | None = None, *, label_selector: str | None = None,
+                   field_selector: str | None = None) -> list[JsonDict]:
+        params = {k: v for k, v in (("labelSelector", label_selector), ("fieldSelector", field_selector)) if v}
+        items: list[JsonDict] = self.execute("GET", self.store.find(resource), namespace, None,
+                                             params=params)[1]["items"]
+        return items
+
+    async def patch(self, resource: str, namespace: str | None, name: str, patch: Any, *,
+                    subresource: str | None = None, content_type: str = MERGE_PATCH) -> JsonDict:
+        rdef = self.store.find(resource)
+        return self.execute("PATCH", rdef, namespace, name, subresource, patch, content_type=content_type)[1]
+
+    async def replace(self, obj: JsonDict, *, subresource: str | None = None) -> JsonDict:
+        rdef = self._rdef_of(obj)
+        meta = obj.get("metadata", {})
+        ns = meta.get("namespace") if rdef.namespaced else None
+        return self.execute("PUT", rdef, ns, meta.get("name"), subresource, obj)[1]
+
+    async def delete(self, resource: str, namespace: str | None, name: str, *,
+                     propagation_policy: str | None = None) -> JsonDict:
+        params = {"propagationPolicy": propagation_policy} if propagation_policy else {}
+        return self.execute("DELETE", self.store.find(resource), namespace, name, params=params)[1]

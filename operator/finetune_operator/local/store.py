@@ -1,0 +1,461 @@
+"""The stateful core of the emulated kube-apiserver: objects, resourceVersions, history, watches.
+
+Every operation is synchronous (atomic on the event loop), like one etcd transaction.
+Both the HTTP front (:mod:`finetune_operator.local.emulator`) and the in-process helpers call these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import copy
+import dataclasses
+import datetime
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from finetune_operator.local.semantics import (
+    ApiError,
+    JsonDict,
+    JsonPatchError,
+    ResourceDef,
+    Selector,
+    builtin_resources,
+    generated_suffix,
+    json_patch,
+    merge_patch,
+    now_rfc3339,
+    parse_rfc3339,
+    resources_from_crd,
+    valid_name,
+)
+
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_PATCH = "application/strategic-merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+_SERVER_META = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
+                "generation", "selfLink")
+
+
+@dataclasses.dataclass(frozen=True)
+class HistoryRecord:
+    """One committed write, in commit order (``object`` is a deep copy: do not mutate it)."""
+
+    verb: str  # create | update | patch | delete
+    event: str  # ADDED | MODIFIED | DELETED
+    group: str
+    plural: str
+    namespace: str | None
+    name: str
+    resource_version: str
+    object: JsonDict
+    timestamp: float  # time.monotonic()
+    subresource: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Event:
+    rv: int
+    storage_key: tuple[str, str]
+    type: str
+    object: JsonDict
+    old: JsonDict | None
+    propagation: str | None = None  # DeleteOptions.propagationPolicy of a DELETED event
+
+
+class Watcher:
+    """An unbounded per-watcher queue of watch events; ``None`` in the queue means "closed"."""
+
+    def __init__(self, storage_key: tuple[str, str] | None, selector: Selector) -> None:
+        self.storage_key = storage_key  # None: everything (controllers)
+        self.selector = selector
+        self.queue: asyncio.Queue[JsonDict | None] = asyncio.Queue()
+        self.closed = False
+        self.propagations: dict[str, str] = {}  # uid -> propagationPolicy, for the garbage collector
+
+    def offer(self, event: _Event) -> None:
+        if self.closed or (self.storage_key is not None and event.storage_key != self.storage_key):
+            return
+        new_ok = self.selector.matches(event.object)
+        old_ok = event.old is not None and self.selector.matches(event.old)
+        kind = event.type
+        obj = event.object
+        if kind == "MODIFIED" and not old_ok and new_ok:
+            kind = "ADDED"
+        elif kind == "MODIFIED" and old_ok and not new_ok:
+            kind = "DELETED"  # left the selection: the old state with the new resourceVersion
+            obj = copy.deepcopy(event.old or obj)
+            obj.setdefault("metadata", {})["resourceVersion"] = str(event.rv)
+        elif not new_ok:
+            return
+        if kind == "DELETED" and event.propagation:
+            self.propagations[str(obj.get("metadata", {}).get("uid"))] = event.propagation
+        self.queue.put_nowait({"type": kind, "object": obj})
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.queue.put_nowait(None)
+
+
+class ObjectStore:
+    def __init__(self, *, crds: Iterable[JsonDict] = (), watch_cache_size: int = 100_000,
+                 auto_namespaces: bool = True, seed: int | None = None) -> None:
+        self._defs: dict[tuple[str, str, str], ResourceDef] = {}
+        self._objects: dict[tuple[str, str], dict[tuple[str, str], JsonDict]] = {}
+        self._uids: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {}
+        self._rv = 0
+        self._cache: collections.deque[_Event] = collections.deque(maxlen=watch_cache_size)
+        self._watchers: set[Watcher] = set()
+        self._random = random.Random(seed)
+        self.auto_namespaces = auto_namespaces
+        self.history: list[HistoryRecord] = []
+        self.on_register: list[Callable[[ResourceDef], None]] = []
+        for rdef in builtin_resources():
+            self.register(rdef)
+        for name in ("default", "kube-system"):
+            self.create(self.resolve("", "v1", "namespaces"), None, {"metadata": {"name": name}})
+        for crd in crds:
+            self.create(self.resolve("apiextensions.k8s.io", "v1", "customresourcedefinitions"), None, crd)
+
+    # --- resources -----------------------------------------------------------------------------
+
+    def register(self, rdef: ResourceDef) -> None:
+        self._defs[(rdef.group, rdef.version, rdef.plural)] = rdef
+        self._objects.setdefault(rdef.storage_key, {})
+        for callback in self.on_register:
+            callback(rdef)
+
+    @property
+    def resources(self) -> list[ResourceDef]:
+        return list(self._defs.values())
+
+    def resolve(self, group: str, version: str, plural: str) -> ResourceDef:
+        try:
+            return self._defs[(group, version, plural)]
+        except KeyError:
+            raise ApiError.no_resource() from None
+
+    def find(self, resource: str) -> ResourceDef:
+        """By ``plural`` (the core group wins), ``plural.group`` or ``apiVersion/Kind``."""
+        for rdef in self._defs.values():
+            if resource in (rdef.plural, rdef.qualified) and rdef.group == "":
+                return rdef
+        for rdef in self._defs.values():
+            if resource in (rdef.plural, rdef.qualified, f"{rdef.api_version}/{rdef.kind}"):
+                return rdef
+        raise ApiError.no_resource()
+
+    def for_kind(self, api_version: str, kind: str) -> ResourceDef:
+        for rdef in self._defs.values():
+            if rdef.api_version == api_version and rdef.kind == kind:
+                return rdef
+        raise ApiError.no_resource()
+
+    # --- reading -------------------------------------------------------------------------------
+
+    @property
+    def resource_version(self) -> str:
+        return str(self._rv)
+
+    def get(self, resource: str | ResourceDef, namespace: str | None, name: str) -> JsonDict | None:
+        """A deep copy of the current object, or None (test accessor; no errors)."""
+        rdef = resource if isinstance(resource, ResourceDef) else self.find(resource)
+        obj = self._objects[rdef.storage_key].get((namespace or "", name))
+        return self._out(rdef, obj) if obj is not None else None
+
+    def list(self, resource: str | ResourceDef, namespace: str | None = None,
+             label_selector: str | None = None, field_selector: str | None = None) -> list[JsonDict]:
+        rdef = resource if isinstance(resource, ResourceDef) else self.find(resource)
+        selector = Selector.parse(namespace, label_selector, field_selector)
+        return [self._out(rdef, obj) for obj in self._sorted(rdef) if selector.matches(obj)]
+
+    def by_uid(self, uid: str) -> JsonDict | None:
+        where = self._uids.get(uid)
+        return copy.deepcopy(self._objects[where[0]][where[1]]) if where else None
+
+    def all_objects(self) -> list[JsonDict]:
+        return [copy.deepcopy(obj) for objs in self._objects.values() for obj in objs.values()]
+
+    def fetch(self, rdef: ResourceDef, namespace: str | None, name: str) -> JsonDict:
+        obj = self._objects[rdef.storage_key].get((namespace or "", name))
+        if obj is None:
+            raise ApiError.not_found(rdef, name)
+        return self._out(rdef, obj)
+
+    def list_collection(self, rdef: ResourceDef, namespace: str | None, label_selector: str | None,
+                        field_selector: str | None) -> JsonDict:
+        return {
+            "kind": f"{rdef.kind}List",
+            "apiVersion": rdef.api_version,
+            "metadata": {"resourceVersion": self.resource_version},
+            "items": self.list(rdef, namespace, label_selector, field_selector),
+        }
+
+    def _sorted(self, rdef: ResourceDef) -> list[JsonDict]:
+        objs = self._objects[rdef.storage_key]
+        return [objs[key] for key in sorted(objs)]
+
+    @staticmethod
+    def _out(rdef: ResourceDef, obj: JsonDict) -> JsonDict:
+        result = copy.deepcopy(obj)
+        result["apiVersion"] = rdef.api_version
+        return result
+
+    # --- watching ------------------------------------------------------------------------------
+
+    def watch(self, rdef: ResourceDef | None, selector: Selector, resource_version: str | None) -> Watcher:
+        """Register a watcher; replay history after ``resource_version`` (or the current state)."""
+        watcher = Watcher(rdef.storage_key if rdef else None, selector)
+        if rdef is not None and resource_version in (None, "", "0"):
+            for obj in self._sorted(rdef):
+                if selector.matches(obj):
+                    watcher.queue.put_nowait({"type": "ADDED", "object": self._out(rdef, obj)})
+        elif resource_version not in (None, "", "0"):
+            try:
+                since = int(str(resource_version))
+            except ValueError:
+                raise ApiError.bad_request(f"invalid resource version: {resource_version!r}") from None
+            oldest = self._cache[0].rv if self._cache else self._rv + 1
+            if since < oldest - 1 and since < self._rv:
+                watcher.queue.put_nowait({"type": "ERROR", "object": ApiError(
+                    410, "Expired", f"too old resource version: {since} ({oldest - 1})").status()})
+                watcher.close()
+                return watcher
+            for event in self._cache:
+                if event.rv > since:
+                    watcher.offer(event)
+        self._watchers.add(watcher)
+        return watcher
+
+    def unwatch(self, watcher: Watcher) -> None:
+        self._watchers.discard(watcher)
+        watcher.close()
+
+    def close_watchers(self) -> None:
+        for watcher in list(self._watchers):
+            self.unwatch(watcher)
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def _commit(self, verb: str, kind: str, rdef: ResourceDef, obj: JsonDict, old: JsonDict | None,
+                subresource: str | None = None, propagation: str | None = None) -> JsonDict:
+        self._rv += 1
+        meta = obj.setdefault("metadata", {})
+        meta["resourceVersion"] = str(self._rv)
+        key = (meta.get("namespace") or "", meta["name"])
+        if kind == "DELETED":
+            self._objects[rdef.storage_key].pop(key, None)
+            self._uids.pop(meta.get("uid", ""), None)
+        else:
+            self._objects[rdef.storage_key][key] = obj
+            self._uids[meta["uid"]] = (rdef.storage_key, key)
+        snapshot = self._out(rdef, obj)
+        self.history.append(HistoryRecord(
+            verb=verb, event=kind, group=rdef.group, plural=rdef.plural, namespace=meta.get("namespace"),
+            name=meta["name"], resource_version=str(self._rv), object=snapshot, timestamp=time.monotonic(),
+            subresource=subresource))
+        event = _Event(self._rv, rdef.storage_key, kind, snapshot, old, propagation)
+        self._cache.append(event)
+        for watcher in list(self._watchers):
+            watcher.offer(event)
+        return copy.deepcopy(snapshot)
+
+    def _ensure_namespace(self, namespace: str) -> None:
+        nsdef = self.resolve("", "v1", "namespaces")
+        if (("", namespace)) in self._objects[nsdef.storage_key]:
+            return
+        if not self.auto_namespaces:
+            raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found',
+                           {"name": namespace, "kind": "namespaces"})
+        self.create(nsdef, None, {"metadata": {"name": namespace}})
+
+    def create(self, rdef: ResourceDef, namespace: str | None, body: Any) -> JsonDict:
+        if not isinstance(body, dict):
+            raise ApiError.bad_request("the body of the request was not a JSON object")
+        obj = copy.deepcopy(body)
+        meta = obj.setdefault("metadata", {})
+        if rdef.namespaced:
+            body_ns = meta.get("namespace")
+            if namespace is None:
+                raise ApiError.no_resource()
+            if body_ns and body_ns != namespace:
+                raise ApiError.bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request")
+            meta["namespace"] = namespace
+            self._ensure_namespace(namespace)
+        else:
+            meta.pop("namespace", None)
+        objs = self._objects[rdef.storage_key]
+        if not meta.get("name") and meta.get("generateName"):
+            for _ in range(100):
+                candidate = f"{meta['generateName']}{generated_suffix(self._random)}"
+                if (meta.get("namespace") or "", candidate) not in objs:
+                    meta["name"] = candidate
+                    break
+        name = meta.get("name")
+        if not name:
+            raise ApiError.invalid(rdef, "", "metadata.name: Required value: name or generateName is required")
+        if not isinstance(name, str) or not valid_name(name):
+            raise ApiError.invalid(rdef, str(name), f"metadata.name: Invalid value: {name!r}: "
+                                   "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
+                                   "characters, '-' or '.'")
+        if (meta.get("namespace") or "", name) in objs:
+            raise ApiError.already_exists(rdef, name)
+        for field in (*_SERVER_META, "resourceVersion"):
+            meta.pop(field, None)
+        meta["uid"] = str(uuid.uuid4())
+        meta["creationTimestamp"] = now_rfc3339()
+        if rdef.has_generation:
+            meta["generation"] = 1
+        obj["apiVersion"] = rdef.api_version
+        obj["kind"] = rdef.kind
+        if rdef.status_subresource:
+            obj.pop("status", None)
+            if rdef.initial_status:
+                obj["status"] = copy.deepcopy(dict(rdef.initial_status))
+        result = self._commit("create", "ADDED", rdef, obj, None)
+        if rdef.group == "apiextensions.k8s.io" and rdef.plural == "customresourcedefinitions":
+            for crd_def in resources_from_crd(obj):
+                self.register(crd_def)
+        return result
+
+    def replace(self, rdef: ResourceDef, namespace: str | None, name: str, body: Any,
+                subresource: str | None = None, *, verb: str = "update") -> JsonDict:
+        if not isinstance(body, dict):
+            raise ApiError.bad_request("the body of the request was not a JSON object")
+        old = self._objects[rdef.storage_key].get((namespace or "", name))
+        if old is None:
+            raise ApiError.not_found(rdef, name)
+        body_name = (body.get("metadata") or {}).get("name")
+        if body_name is not None and body_name != name:
+            raise ApiError.bad_request("the name of the object does not match the name on the URL")
+        body_ns = (body.get("metadata") or {}).get("namespace")
+        if rdef.namespaced and body_ns and body_ns != namespace:
+            raise ApiError.bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request")
+        new_rv = (body.get("metadata") or {}).get("resourceVersion")
+        old_meta = old["metadata"]
+        if new_rv not in (None, "") and str(new_rv) != old_meta["resourceVersion"]:
+            raise ApiError.conflict(rdef, name, "the object has been modified; please apply your changes "
+                                    "to the latest version and try again")
+        if subresource == "status":
+            if not rdef.status_subresource:
+                raise ApiError.no_resource()
+            new = copy.deepcopy(old)
+            if "status" in body:
+                new["status"] = copy.deepcopy(body["status"])
+            else:
+                new.pop("status", None)
+        elif subresource is None:
+            new = copy.deepcopy(body)
+            meta = new.setdefault("metadata", {})
+            meta["name"] = name
+            if rdef.namespaced:
+                meta["namespace"] = namespace
+            else:
+                meta.pop("namespace", None)
+            for field in _SERVER_META:
+                if field in old_meta:
+                    meta[field] = copy.deepcopy(old_meta[field])
+                else:
+                    meta.pop(field, None)
+            new["apiVersion"] = rdef.api_version
+            new["kind"] = rdef.kind
+            if rdef.status_subresource:
+                if "status" in old:
+                    new["status"] = copy.deepcopy(old["status"])
+                else:
+                    new.pop("status", None)
+            if old_meta.get("deletionTimestamp"):
+                added = set(meta.get("finalizers") or []) - set(old_meta.get("finalizers") or [])
+                if added:
+                    raise ApiError.invalid(rdef, name, "metadata.finalizers: Forbidden: no new finalizers "
+                                           "can be added if the object is being deleted")
+            if rdef.has_generation and _spec_of(new, rdef) != _spec_of(old, rdef):
+                meta["generation"] = int(old_meta.get("generation", 1)) + 1
+        else:
+            raise ApiError.no_resource()
+        new["metadata"]["resourceVersion"] = old_meta["resourceVersion"]
+        if new == old:  # a no-op write: no new resourceVersion, no event (as in the real apiserver)
+            return self._out(rdef, old)
+        result = self._commit(verb, "MODIFIED", rdef, new, copy.deepcopy(old), subresource)
+        if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
+            self._commit("delete", "DELETED", rdef, copy.deepcopy(new), copy.deepcopy(new))
+        return result
+
+    def patch(self, rdef: ResourceDef, namespace: str | None, name: str, patch: Any,
+              content_type: str = MERGE_PATCH, subresource: str | None = None) -> JsonDict:
+        old = self._objects[rdef.storage_key].get((namespace or "", name))
+        if old is None:
+            raise ApiError.not_found(rdef, name)
+        content_type = content_type.split(";")[0].strip().lower()
+        current = self._out(rdef, old)
+        if content_type in (MERGE_PATCH, STRATEGIC_PATCH):
+            if not isinstance(patch, dict):
+                raise ApiError.bad_request("the body of the request was not a JSON object")
+            new = merge_patch(current, patch)
+        elif content_type == JSON_PATCH:
+            if not isinstance(patch, list):
+                raise ApiError.bad_request("the JSON patch must be a list of operations")
+            try:
+                new = json_patch(current, patch)
+            except JsonPatchError as exc:
+                raise ApiError(422, "Invalid", str(exc)) from None
+        else:
+            raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format "
+                           f"- accepted media types include: {MERGE_PATCH}, {JSON_PATCH}, {STRATEGIC_PATCH}")
+        if not isinstance(new, dict):
+            raise ApiError(422, "Invalid", "the patched object is not a JSON object")
+        return self.replace(rdef, namespace, name, new, subresource, verb="patch")
+
+    def delete(self, rdef: ResourceDef, namespace: str | None, name: str,
+               options: JsonDict | None = None) -> tuple[JsonDict, bool]:
+        """Returns the object and whether it is gone now (False: marked for deletion only)."""
+        options = options or {}
+        old = self._objects[rdef.storage_key].get((namespace or "", name))
+        if old is None:
+            raise ApiError.not_found(rdef, name)
+        meta = old["metadata"]
+        pre = options.get("preconditions") or {}
+        if pre.get("uid") and pre["uid"] != meta["uid"]:
+            raise ApiError.conflict(rdef, name, f"Precondition failed: UID in precondition: {pre['uid']}, "
+                                    f"UID in object meta: {meta['uid']}")
+        if pre.get("resourceVersion") and str(pre["resourceVersion"]) != meta["resourceVersion"]:
+            raise ApiError.conflict(rdef, name, "the object has been modified; please apply your changes "
+                                    "to the latest version and try again")
+        if meta.get("finalizers"):
+            if meta.get("deletionTimestamp"):
+                return self._out(rdef, old), False
+            new = copy.deepcopy(old)
+            new["metadata"]["deletionTimestamp"] = now_rfc3339()
+            new["metadata"]["deletionGracePeriodSeconds"] = 0
+            if rdef.has_generation:
+                new["metadata"]["generation"] = int(meta.get("generation", 1)) + 1
+            return self._commit("delete", "MODIFIED", rdef, new, copy.deepcopy(old)), False
+        policy = options.get("propagationPolicy")
+        result = self._commit("delete", "DELETED", rdef, copy.deepcopy(old), copy.deepcopy(old),
+                              propagation=str(policy) if policy else None)
+        return result, True
+
+    def delete_collection(self, rdef: ResourceDef, namespace: str | None, label_selector: str | None,
+                          field_selector: str | None, options: JsonDict | None = None) -> JsonDict:
+        items = [self.delete(rdef, obj["metadata"].get("namespace"), obj["metadata"]["name"], options)[0]
+                 for obj in self.list(rdef, namespace, label_selector, field_selector)]
+        return {"kind": f"{rdef.kind}List", "apiVersion": rdef.api_version,
+                "metadata": {"resourceVersion": self.resource_version}, "items": items}
+
+
+def _spec_of(obj: JsonDict, rdef: ResourceDef) -> JsonDict:
+    """Everything that bumps metadata.generation: all but metadata (and status if a subresource)."""
+    skip = {"metadata", "apiVersion", "kind"} | ({"status"} if rdef.status_subresource else set())
+    return {key: value for key, value in obj.items() if key not in skip}
+
+
+def age_seconds(timestamp: str, now: datetime.datetime | None = None) -> float:
+    moment = now or datetime.datetime.now(tz=datetime.UTC)
+    return (moment - parse_rfc3339(timestamp)).total_seconds()

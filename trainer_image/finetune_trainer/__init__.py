@@ -1,0 +1,1 @@
+"""finetune trainer: what runs in a trainer pod."""
