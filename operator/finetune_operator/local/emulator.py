@@ -13,6 +13,7 @@ finalizers, selectors, watches with replay, patches) live in :mod:`finetune_oper
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 from collections.abc import Iterable
@@ -22,7 +23,14 @@ from typing import Any, Self
 import aiohttp.web
 import kmock
 
-from finetune_operator.local.semantics import ALL_VERBS, ApiError, JsonDict, ResourceDef, Selector
+from finetune_operator.local.semantics import (
+    ALL_VERBS,
+    STATUS_VERBS,
+    ApiError,
+    JsonDict,
+    ResourceDef,
+    Selector,
+)
 from finetune_operator.local.store import MERGE_PATCH, HistoryRecord, ObjectStore
 
 __all__ = ["ApiError", "Emulator", "HistoryRecord", "ObjectStore", "ParsedPath", "parse_path"]
@@ -31,8 +39,16 @@ __all__ = ["ApiError", "Emulator", "HistoryRecord", "ObjectStore", "ParsedPath",
 class ParsedPath:
     """``/apis/<group>/<version>[/namespaces/<ns>]/<plural>[/<name>[/<subresource>]]``."""
 
-    def __init__(self, group: str, version: str, plural: str, namespace: str | None = None,
-                 name: str | None = None, subresource: str | None = None) -> None:
+    def __init__(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        *,
+        namespace: str | None = None,
+        name: str | None = None,
+        subresource: str | None = None,
+    ) -> None:
         self.group = group
         self.version = version
         self.plural = plural
@@ -53,13 +69,23 @@ def parse_path(path: str) -> ParsedPath | None:
     if not rest:
         return None
     namespace: str | None = None
-    if rest[0] == "namespaces" and len(rest) >= 3 and not (len(rest) == 3 and rest[2] in ("status", "finalize")):
+    if (
+        rest[0] == "namespaces"
+        and len(rest) >= 3
+        and not (len(rest) == 3 and rest[2] in ("status", "finalize"))
+    ):
         namespace, rest = rest[1], rest[2:]
-    return ParsedPath(group, version, rest[0], namespace, rest[1] if len(rest) > 1 else None,
-                      "/".join(rest[2:]) or None)
+    return ParsedPath(
+        group,
+        version,
+        rest[0],
+        namespace=namespace,
+        name=rest[1] if len(rest) > 1 else None,
+        subresource="/".join(rest[2:]) or None,
+    )
 
 
-class _Handler(kmock.KubernetesEmulator):  # type: ignore[misc]
+class _Handler(kmock.KubernetesEmulator):
     """kmock's emulator with resource URLs routed to the semantic store."""
 
     def __init__(self, api: Emulator, keep_requests: bool) -> None:
@@ -77,9 +103,22 @@ class _Handler(kmock.KubernetesEmulator):  # type: ignore[misc]
         await raw_request.read()
         return await self._api.serve_http(raw_request, parsed)
 
+    async def _serve_version(self, request: Any) -> Any:
+        """kmock's APIResourceList, with the core groupVersion and the subresources' verbs fixed."""
+        result: dict[str, Any] = await super()._serve_version(request)
+        result["groupVersion"] = result["groupVersion"].lstrip("/")
+        for entry in result.get("resources", []):
+            if "/" in entry["name"]:
+                entry["verbs"] = sorted(STATUS_VERBS)
+            else:
+                entry["verbs"] = sorted(entry["verbs"])
+        return result
+
 
 def _json(data: Any, status: int = 200) -> aiohttp.web.Response:
-    return aiohttp.web.Response(body=json.dumps(data).encode(), status=status, content_type="application/json")
+    return aiohttp.web.Response(
+        body=json.dumps(data).encode(), status=status, content_type="application/json"
+    )
 
 
 class Emulator:
@@ -93,22 +132,34 @@ class Emulator:
     :param seed: seed of the random names (generateName, job pods), for determinism.
     """
 
-    def __init__(self, *, crds: Iterable[JsonDict] = (), controllers: bool = True, host: str = "127.0.0.1",
-                 port: int | None = None, watch_cache_size: int = 100_000, auto_namespaces: bool = True,
-                 keep_requests: bool = True, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        crds: Iterable[JsonDict] = (),
+        controllers: bool = True,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        watch_cache_size: int = 100_000,
+        auto_namespaces: bool = True,
+        keep_requests: bool = True,
+        seed: int | None = None,
+    ) -> None:
         self.kmock: Any = _Handler(self, keep_requests)
-        self.store = ObjectStore(watch_cache_size=watch_cache_size, auto_namespaces=auto_namespaces, seed=seed)
+        self.store = ObjectStore(
+            watch_cache_size=watch_cache_size, auto_namespaces=auto_namespaces, seed=seed
+        )
         self.store.on_register.append(self._publish)
         for rdef in self.store.resources:
             self._publish(rdef)
         for crd in crds:
-            self.store.create(self.store.resolve("apiextensions.k8s.io", "v1", "customresourcedefinitions"),
-                              None, crd)
+            self.store.create(
+                self.store.resolve("apiextensions.k8s.io", "v1", "customresourcedefinitions"), None, crd
+            )
         self._host = host
         self._port = port
         self._server: Any = None
         self._with_controllers = controllers
-        self._controllers: list[Any] = []
+        self._controllers: builtins.list[Any] = []
         self._streams: set[asyncio.Task[Any]] = set()
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -117,8 +168,9 @@ class Emulator:
         await self.start()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.stop()
 
     async def start(self) -> None:
@@ -151,21 +203,34 @@ class Emulator:
         return str(self._server.url).rstrip("/")
 
     @property
-    def history(self) -> list[HistoryRecord]:
+    def history(self) -> builtins.list[HistoryRecord]:
         return self.store.history
 
     def _publish(self, rdef: ResourceDef) -> None:
         self.kmock.resources[kmock.resource(rdef.group, rdef.version, rdef.plural)] = kmock.ResourceInfo(
-            namespaced=rdef.namespaced, kind=rdef.kind, singular=rdef.singular, verbs=set(ALL_VERBS),
-            shortnames=set(rdef.short_names), categories=set(rdef.categories),
+            namespaced=rdef.namespaced,
+            kind=rdef.kind,
+            singular=rdef.singular,
+            verbs=set(ALL_VERBS),
+            shortnames=set(rdef.short_names),
+            categories=set(rdef.categories),
             subresources={"status"} if rdef.status_subresource else set(),
         )
 
     # --- one code path for HTTP and for in-process callers ---------------------------------------
 
-    def execute(self, method: str, rdef: ResourceDef, namespace: str | None, name: str | None,
-                subresource: str | None = None, body: Any = None, params: dict[str, str] | None = None,
-                content_type: str = MERGE_PATCH) -> tuple[int, JsonDict]:
+    def execute(
+        self,
+        method: str,
+        rdef: ResourceDef,
+        namespace: str | None,
+        name: str | None,
+        *,
+        subresource: str | None = None,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+        content_type: str = MERGE_PATCH,
+    ) -> tuple[int, JsonDict]:
         """Perform one non-watch API call; returns (HTTP status, body). Raises :class:`ApiError`."""
         params = params or {}
         if rdef.namespaced is False and namespace is not None:
@@ -182,7 +247,9 @@ class Emulator:
         if method == "PUT" and name is not None:
             return 200, self.store.replace(rdef, namespace, name, body, subresource)
         if method == "PATCH" and name is not None:
-            return 200, self.store.patch(rdef, namespace, name, body, content_type, subresource)
+            return 200, self.store.patch(
+                rdef, namespace, name, body, content_type=content_type, subresource=subresource
+            )
         if method == "DELETE":
             options = dict(body) if isinstance(body, dict) else {}
             if "propagationPolicy" in params:
@@ -191,10 +258,15 @@ class Emulator:
                 return 200, self.store.delete_collection(rdef, namespace, labels, fields, options)
             obj, gone = self.store.delete(rdef, namespace, name, options)
             return (200 if gone else 202), obj
-        raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the requested "
-                       f"resource: {method}")
+        raise ApiError(
+            405,
+            "MethodNotAllowed",
+            f"the server does not allow this method on the requested resource: {method}",
+        )
 
-    async def serve_http(self, raw: aiohttp.web.BaseRequest, parsed: ParsedPath) -> aiohttp.web.StreamResponse:
+    async def serve_http(
+        self, raw: aiohttp.web.BaseRequest, parsed: ParsedPath
+    ) -> aiohttp.web.StreamResponse:
         try:
             rdef = self.store.resolve(parsed.group, parsed.version, parsed.plural)
             params = dict(raw.query)
@@ -206,14 +278,23 @@ class Emulator:
             except ValueError:
                 raise ApiError.bad_request("the body of the request is not valid JSON") from None
             content_type = raw.headers.get("Content-Type", MERGE_PATCH)
-            status, data = self.execute(raw.method, rdef, parsed.namespace, parsed.name, parsed.subresource,
-                                        body, params, content_type)
+            status, data = self.execute(
+                raw.method,
+                rdef,
+                parsed.namespace,
+                parsed.name,
+                subresource=parsed.subresource,
+                body=body,
+                params=params,
+                content_type=content_type,
+            )
             return _json(data, status)
         except ApiError as exc:
             return _json(exc.status(), exc.code)
 
-    async def _serve_watch(self, raw: aiohttp.web.BaseRequest, rdef: ResourceDef, parsed: ParsedPath,
-                           params: dict[str, str]) -> aiohttp.web.StreamResponse:
+    async def _serve_watch(
+        self, raw: aiohttp.web.BaseRequest, rdef: ResourceDef, parsed: ParsedPath, params: dict[str, str]
+    ) -> aiohttp.web.StreamResponse:
         fields = params.get("fieldSelector")
         if parsed.name is not None:
             fields = ",".join(filter(None, [fields, f"metadata.name={parsed.name}"]))
@@ -269,25 +350,45 @@ class Emulator:
         rdef = self.store.find(resource)
         return self.execute("GET", rdef, namespace, name)[1]
 
-    async def list(self, resource: str, namespace: str | None = None, *, label_selector: str | None = None,
-                   field_selector: str | None = None) -> list[JsonDict]:
-        params = {k: v for k, v in (("labelSelector", label_selector), ("fieldSelector", field_selector)) if v}
-        items: list[JsonDict] = self.execute("GET", self.store.find(resource), namespace, None,
-                                             params=params)[1]["items"]
+    async def list(
+        self,
+        resource: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> builtins.list[JsonDict]:
+        params = {
+            k: v for k, v in (("labelSelector", label_selector), ("fieldSelector", field_selector)) if v
+        }
+        items: builtins.list[JsonDict] = self.execute(
+            "GET", self.store.find(resource), namespace, None, params=params
+        )[1]["items"]
         return items
 
-    async def patch(self, resource: str, namespace: str | None, name: str, patch: Any, *,
-                    subresource: str | None = None, content_type: str = MERGE_PATCH) -> JsonDict:
+    async def patch(
+        self,
+        resource: str,
+        namespace: str | None,
+        name: str,
+        patch: Any,
+        *,
+        subresource: str | None = None,
+        content_type: str = MERGE_PATCH,
+    ) -> JsonDict:
         rdef = self.store.find(resource)
-        return self.execute("PATCH", rdef, namespace, name, subresource, patch, content_type=content_type)[1]
+        return self.execute(
+            "PATCH", rdef, namespace, name, subresource=subresource, body=patch, content_type=content_type
+        )[1]
 
     async def replace(self, obj: JsonDict, *, subresource: str | None = None) -> JsonDict:
         rdef = self._rdef_of(obj)
         meta = obj.get("metadata", {})
         ns = meta.get("namespace") if rdef.namespaced else None
-        return self.execute("PUT", rdef, ns, meta.get("name"), subresource, obj)[1]
+        return self.execute("PUT", rdef, ns, meta.get("name"), subresource=subresource, body=obj)[1]
 
-    async def delete(self, resource: str, namespace: str | None, name: str, *,
-                     propagation_policy: str | None = None) -> JsonDict:
+    async def delete(
+        self, resource: str, namespace: str | None, name: str, *, propagation_policy: str | None = None
+    ) -> JsonDict:
         params = {"propagationPolicy": propagation_policy} if propagation_policy else {}
         return self.execute("DELETE", self.store.find(resource), namespace, name, params=params)[1]

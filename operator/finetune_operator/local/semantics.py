@@ -80,21 +80,37 @@ def _core(
 def builtin_resources() -> list[ResourceDef]:
     """The built-in resources the emulator serves (a fresh list on each call)."""
     return [
-        _core("pods", "Pod", short=("po",), status=True, generation=True, initial_status={"phase": "Pending"}),
+        _core(
+            "pods", "Pod", short=("po",), status=True, generation=True, initial_status={"phase": "Pending"}
+        ),
         _core("configmaps", "ConfigMap", short=("cm",)),
         _core("secrets", "Secret"),
         _core("serviceaccounts", "ServiceAccount", short=("sa",)),
         _core("events", "Event", short=("ev",)),
-        _core("namespaces", "Namespace", namespaced=False, short=("ns",), status=True,
-              initial_status={"phase": "Active"}),
+        _core(
+            "namespaces",
+            "Namespace",
+            namespaced=False,
+            short=("ns",),
+            status=True,
+            initial_status={"phase": "Active"},
+        ),
         _core("jobs", "Job", group="batch", status=True, generation=True, initial_status={}),
         _core("roles", "Role", group="rbac.authorization.k8s.io"),
         _core("rolebindings", "RoleBinding", group="rbac.authorization.k8s.io"),
         _core("events", "Event", group="events.k8s.io", short=("ev",)),
         _core("leases", "Lease", group="coordination.k8s.io"),
-        _core("customresourcedefinitions", "CustomResourceDefinition", group="apiextensions.k8s.io",
-              version="v1", namespaced=False, short=("crd", "crds"), status=True, generation=True,
-              initial_status={}),
+        _core(
+            "customresourcedefinitions",
+            "CustomResourceDefinition",
+            group="apiextensions.k8s.io",
+            version="v1",
+            namespaced=False,
+            short=("crd", "crds"),
+            status=True,
+            generation=True,
+            initial_status={},
+        ),
     ]
 
 
@@ -160,8 +176,12 @@ class ApiError(Exception):
 
     @classmethod
     def conflict(cls, rdef: ResourceDef, name: str, why: str) -> ApiError:
-        return cls(409, "Conflict", f'Operation cannot be fulfilled on {rdef.qualified} "{name}": {why}',
-                   _details(rdef, name))
+        return cls(
+            409,
+            "Conflict",
+            f'Operation cannot be fulfilled on {rdef.qualified} "{name}": {why}',
+            _details(rdef, name),
+        )
 
     @classmethod
     def invalid(cls, rdef: ResourceDef, name: str, why: str) -> ApiError:
@@ -293,8 +313,11 @@ class Selector:
 
     @classmethod
     def parse(cls, namespace: str | None, label_selector: str | None, field_selector: str | None) -> Selector:
-        return cls(namespace, tuple(parse_label_selector(label_selector)),
-                   tuple(parse_field_selector(field_selector)))
+        return cls(
+            namespace,
+            tuple(parse_label_selector(label_selector)),
+            tuple(parse_field_selector(field_selector)),
+        )
 
     def matches(self, obj: Mapping[str, Any]) -> bool:
         meta = obj.get("metadata") or {}
@@ -417,7 +440,9 @@ def json_patch(target: Any, operations: Iterable[Mapping[str, Any]]) -> Any:
         elif kind == "test":
             actual = _get(doc, tokens)
             if actual != op.get("value"):
-                raise JsonPatchError(f"testing value {op.get('path')} failed: {actual!r} != {op.get('value')!r}")
+                raise JsonPatchError(
+                    f"testing value {op.get('path')} failed: {actual!r} != {op.get('value')!r}"
+                )
         else:
             raise JsonPatchError(f"unknown JSON patch operation: {kind!r}")
     return doc

@@ -7,6 +7,7 @@ Both the HTTP front (:mod:`finetune_operator.local.emulator`) and the in-process
 from __future__ import annotations
 
 import asyncio
+import builtins
 import collections
 import copy
 import dataclasses
@@ -37,8 +38,14 @@ MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
-_SERVER_META = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
-                "generation", "selfLink")
+_SERVER_META = (
+    "uid",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "generation",
+    "selfLink",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,8 +110,14 @@ class Watcher:
 
 
 class ObjectStore:
-    def __init__(self, *, crds: Iterable[JsonDict] = (), watch_cache_size: int = 100_000,
-                 auto_namespaces: bool = True, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        crds: Iterable[JsonDict] = (),
+        watch_cache_size: int = 100_000,
+        auto_namespaces: bool = True,
+        seed: int | None = None,
+    ) -> None:
         self._defs: dict[tuple[str, str, str], ResourceDef] = {}
         self._objects: dict[tuple[str, str], dict[tuple[str, str], JsonDict]] = {}
         self._uids: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {}
@@ -113,8 +126,8 @@ class ObjectStore:
         self._watchers: set[Watcher] = set()
         self._random = random.Random(seed)
         self.auto_namespaces = auto_namespaces
-        self.history: list[HistoryRecord] = []
-        self.on_register: list[Callable[[ResourceDef], None]] = []
+        self.history: builtins.list[HistoryRecord] = []
+        self.on_register: builtins.list[Callable[[ResourceDef], None]] = []
         for rdef in builtin_resources():
             self.register(rdef)
         for name in ("default", "kube-system"):
@@ -131,7 +144,7 @@ class ObjectStore:
             callback(rdef)
 
     @property
-    def resources(self) -> list[ResourceDef]:
+    def resources(self) -> builtins.list[ResourceDef]:
         return list(self._defs.values())
 
     def resolve(self, group: str, version: str, plural: str) -> ResourceDef:
@@ -168,8 +181,13 @@ class ObjectStore:
         obj = self._objects[rdef.storage_key].get((namespace or "", name))
         return self._out(rdef, obj) if obj is not None else None
 
-    def list(self, resource: str | ResourceDef, namespace: str | None = None,
-             label_selector: str | None = None, field_selector: str | None = None) -> list[JsonDict]:
+    def list(
+        self,
+        resource: str | ResourceDef,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> builtins.list[JsonDict]:
         rdef = resource if isinstance(resource, ResourceDef) else self.find(resource)
         selector = Selector.parse(namespace, label_selector, field_selector)
         return [self._out(rdef, obj) for obj in self._sorted(rdef) if selector.matches(obj)]
@@ -178,7 +196,7 @@ class ObjectStore:
         where = self._uids.get(uid)
         return copy.deepcopy(self._objects[where[0]][where[1]]) if where else None
 
-    def all_objects(self) -> list[JsonDict]:
+    def all_objects(self) -> builtins.list[JsonDict]:
         return [copy.deepcopy(obj) for objs in self._objects.values() for obj in objs.values()]
 
     def fetch(self, rdef: ResourceDef, namespace: str | None, name: str) -> JsonDict:
@@ -187,8 +205,9 @@ class ObjectStore:
             raise ApiError.not_found(rdef, name)
         return self._out(rdef, obj)
 
-    def list_collection(self, rdef: ResourceDef, namespace: str | None, label_selector: str | None,
-                        field_selector: str | None) -> JsonDict:
+    def list_collection(
+        self, rdef: ResourceDef, namespace: str | None, label_selector: str | None, field_selector: str | None
+    ) -> JsonDict:
         return {
             "kind": f"{rdef.kind}List",
             "apiVersion": rdef.api_version,
@@ -196,7 +215,7 @@ class ObjectStore:
             "items": self.list(rdef, namespace, label_selector, field_selector),
         }
 
-    def _sorted(self, rdef: ResourceDef) -> list[JsonDict]:
+    def _sorted(self, rdef: ResourceDef) -> builtins.list[JsonDict]:
         objs = self._objects[rdef.storage_key]
         return [objs[key] for key in sorted(objs)]
 
@@ -222,8 +241,14 @@ class ObjectStore:
                 raise ApiError.bad_request(f"invalid resource version: {resource_version!r}") from None
             oldest = self._cache[0].rv if self._cache else self._rv + 1
             if since < oldest - 1 and since < self._rv:
-                watcher.queue.put_nowait({"type": "ERROR", "object": ApiError(
-                    410, "Expired", f"too old resource version: {since} ({oldest - 1})").status()})
+                watcher.queue.put_nowait(
+                    {
+                        "type": "ERROR",
+                        "object": ApiError(
+                            410, "Expired", f"too old resource version: {since} ({oldest - 1})"
+                        ).status(),
+                    }
+                )
                 watcher.close()
                 return watcher
             for event in self._cache:
@@ -242,8 +267,17 @@ class ObjectStore:
 
     # --- writing -------------------------------------------------------------------------------
 
-    def _commit(self, verb: str, kind: str, rdef: ResourceDef, obj: JsonDict, old: JsonDict | None,
-                subresource: str | None = None, propagation: str | None = None) -> JsonDict:
+    def _commit(
+        self,
+        verb: str,
+        kind: str,
+        rdef: ResourceDef,
+        obj: JsonDict,
+        old: JsonDict | None,
+        *,
+        subresource: str | None = None,
+        propagation: str | None = None,
+    ) -> JsonDict:
         self._rv += 1
         meta = obj.setdefault("metadata", {})
         meta["resourceVersion"] = str(self._rv)
@@ -255,10 +289,20 @@ class ObjectStore:
             self._objects[rdef.storage_key][key] = obj
             self._uids[meta["uid"]] = (rdef.storage_key, key)
         snapshot = self._out(rdef, obj)
-        self.history.append(HistoryRecord(
-            verb=verb, event=kind, group=rdef.group, plural=rdef.plural, namespace=meta.get("namespace"),
-            name=meta["name"], resource_version=str(self._rv), object=snapshot, timestamp=time.monotonic(),
-            subresource=subresource))
+        self.history.append(
+            HistoryRecord(
+                verb=verb,
+                event=kind,
+                group=rdef.group,
+                plural=rdef.plural,
+                namespace=meta.get("namespace"),
+                name=meta["name"],
+                resource_version=str(self._rv),
+                object=snapshot,
+                timestamp=time.monotonic(),
+                subresource=subresource,
+            )
+        )
         event = _Event(self._rv, rdef.storage_key, kind, snapshot, old, propagation)
         self._cache.append(event)
         for watcher in list(self._watchers):
@@ -270,8 +314,12 @@ class ObjectStore:
         if (("", namespace)) in self._objects[nsdef.storage_key]:
             return
         if not self.auto_namespaces:
-            raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found',
-                           {"name": namespace, "kind": "namespaces"})
+            raise ApiError(
+                404,
+                "NotFound",
+                f'namespaces "{namespace}" not found',
+                {"name": namespace, "kind": "namespaces"},
+            )
         self.create(nsdef, None, {"metadata": {"name": namespace}})
 
     def create(self, rdef: ResourceDef, namespace: str | None, body: Any) -> JsonDict:
@@ -285,7 +333,8 @@ class ObjectStore:
                 raise ApiError.no_resource()
             if body_ns and body_ns != namespace:
                 raise ApiError.bad_request(
-                    "the namespace of the provided object does not match the namespace sent on the request")
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
             meta["namespace"] = namespace
             self._ensure_namespace(namespace)
         else:
@@ -299,11 +348,17 @@ class ObjectStore:
                     break
         name = meta.get("name")
         if not name:
-            raise ApiError.invalid(rdef, "", "metadata.name: Required value: name or generateName is required")
+            raise ApiError.invalid(
+                rdef, "", "metadata.name: Required value: name or generateName is required"
+            )
         if not isinstance(name, str) or not valid_name(name):
-            raise ApiError.invalid(rdef, str(name), f"metadata.name: Invalid value: {name!r}: "
-                                   "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
-                                   "characters, '-' or '.'")
+            raise ApiError.invalid(
+                rdef,
+                str(name),
+                f"metadata.name: Invalid value: {name!r}: "
+                "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
+                "characters, '-' or '.'",
+            )
         if (meta.get("namespace") or "", name) in objs:
             raise ApiError.already_exists(rdef, name)
         for field in (*_SERVER_META, "resourceVersion"):
@@ -324,8 +379,16 @@ class ObjectStore:
                 self.register(crd_def)
         return result
 
-    def replace(self, rdef: ResourceDef, namespace: str | None, name: str, body: Any,
-                subresource: str | None = None, *, verb: str = "update") -> JsonDict:
+    def replace(
+        self,
+        rdef: ResourceDef,
+        namespace: str | None,
+        name: str,
+        body: Any,
+        subresource: str | None = None,
+        *,
+        verb: str = "update",
+    ) -> JsonDict:
         if not isinstance(body, dict):
             raise ApiError.bad_request("the body of the request was not a JSON object")
         old = self._objects[rdef.storage_key].get((namespace or "", name))
@@ -337,12 +400,16 @@ class ObjectStore:
         body_ns = (body.get("metadata") or {}).get("namespace")
         if rdef.namespaced and body_ns and body_ns != namespace:
             raise ApiError.bad_request(
-                "the namespace of the provided object does not match the namespace sent on the request")
+                "the namespace of the provided object does not match the namespace sent on the request"
+            )
         new_rv = (body.get("metadata") or {}).get("resourceVersion")
         old_meta = old["metadata"]
         if new_rv not in (None, "") and str(new_rv) != old_meta["resourceVersion"]:
-            raise ApiError.conflict(rdef, name, "the object has been modified; please apply your changes "
-                                    "to the latest version and try again")
+            raise ApiError.conflict(
+                rdef,
+                name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            )
         if subresource == "status":
             if not rdef.status_subresource:
                 raise ApiError.no_resource()
@@ -374,8 +441,12 @@ class ObjectStore:
             if old_meta.get("deletionTimestamp"):
                 added = set(meta.get("finalizers") or []) - set(old_meta.get("finalizers") or [])
                 if added:
-                    raise ApiError.invalid(rdef, name, "metadata.finalizers: Forbidden: no new finalizers "
-                                           "can be added if the object is being deleted")
+                    raise ApiError.invalid(
+                        rdef,
+                        name,
+                        "metadata.finalizers: Forbidden: no new finalizers "
+                        "can be added if the object is being deleted",
+                    )
             if rdef.has_generation and _spec_of(new, rdef) != _spec_of(old, rdef):
                 meta["generation"] = int(old_meta.get("generation", 1)) + 1
         else:
@@ -383,17 +454,25 @@ class ObjectStore:
         new["metadata"]["resourceVersion"] = old_meta["resourceVersion"]
         if new == old:  # a no-op write: no new resourceVersion, no event (as in the real apiserver)
             return self._out(rdef, old)
-        result = self._commit(verb, "MODIFIED", rdef, new, copy.deepcopy(old), subresource)
+        result = self._commit(verb, "MODIFIED", rdef, new, copy.deepcopy(old), subresource=subresource)
         if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
             self._commit("delete", "DELETED", rdef, copy.deepcopy(new), copy.deepcopy(new))
         return result
 
-    def patch(self, rdef: ResourceDef, namespace: str | None, name: str, patch: Any,
-              content_type: str = MERGE_PATCH, subresource: str | None = None) -> JsonDict:
+    def patch(
+        self,
+        rdef: ResourceDef,
+        namespace: str | None,
+        name: str,
+        patch: Any,
+        *,
+        content_type: str = MERGE_PATCH,
+        subresource: str | None = None,
+    ) -> JsonDict:
         old = self._objects[rdef.storage_key].get((namespace or "", name))
         if old is None:
             raise ApiError.not_found(rdef, name)
-        content_type = content_type.split(";")[0].strip().lower()
+        content_type = content_type.split(";", maxsplit=1)[0].strip().lower()
         current = self._out(rdef, old)
         if content_type in (MERGE_PATCH, STRATEGIC_PATCH):
             if not isinstance(patch, dict):
@@ -407,14 +486,19 @@ class ObjectStore:
             except JsonPatchError as exc:
                 raise ApiError(422, "Invalid", str(exc)) from None
         else:
-            raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format "
-                           f"- accepted media types include: {MERGE_PATCH}, {JSON_PATCH}, {STRATEGIC_PATCH}")
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format "
+                f"- accepted media types include: {MERGE_PATCH}, {JSON_PATCH}, {STRATEGIC_PATCH}",
+            )
         if not isinstance(new, dict):
             raise ApiError(422, "Invalid", "the patched object is not a JSON object")
         return self.replace(rdef, namespace, name, new, subresource, verb="patch")
 
-    def delete(self, rdef: ResourceDef, namespace: str | None, name: str,
-               options: JsonDict | None = None) -> tuple[JsonDict, bool]:
+    def delete(
+        self, rdef: ResourceDef, namespace: str | None, name: str, options: JsonDict | None = None
+    ) -> tuple[JsonDict, bool]:
         """Returns the object and whether it is gone now (False: marked for deletion only)."""
         options = options or {}
         old = self._objects[rdef.storage_key].get((namespace or "", name))
@@ -423,11 +507,17 @@ class ObjectStore:
         meta = old["metadata"]
         pre = options.get("preconditions") or {}
         if pre.get("uid") and pre["uid"] != meta["uid"]:
-            raise ApiError.conflict(rdef, name, f"Precondition failed: UID in precondition: {pre['uid']}, "
-                                    f"UID in object meta: {meta['uid']}")
+            raise ApiError.conflict(
+                rdef,
+                name,
+                f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: {meta['uid']}",
+            )
         if pre.get("resourceVersion") and str(pre["resourceVersion"]) != meta["resourceVersion"]:
-            raise ApiError.conflict(rdef, name, "the object has been modified; please apply your changes "
-                                    "to the latest version and try again")
+            raise ApiError.conflict(
+                rdef,
+                name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            )
         if meta.get("finalizers"):
             if meta.get("deletionTimestamp"):
                 return self._out(rdef, old), False
@@ -438,16 +528,34 @@ class ObjectStore:
                 new["metadata"]["generation"] = int(meta.get("generation", 1)) + 1
             return self._commit("delete", "MODIFIED", rdef, new, copy.deepcopy(old)), False
         policy = options.get("propagationPolicy")
-        result = self._commit("delete", "DELETED", rdef, copy.deepcopy(old), copy.deepcopy(old),
-                              propagation=str(policy) if policy else None)
+        result = self._commit(
+            "delete",
+            "DELETED",
+            rdef,
+            copy.deepcopy(old),
+            copy.deepcopy(old),
+            propagation=str(policy) if policy else None,
+        )
         return result, True
 
-    def delete_collection(self, rdef: ResourceDef, namespace: str | None, label_selector: str | None,
-                          field_selector: str | None, options: JsonDict | None = None) -> JsonDict:
-        items = [self.delete(rdef, obj["metadata"].get("namespace"), obj["metadata"]["name"], options)[0]
-                 for obj in self.list(rdef, namespace, label_selector, field_selector)]
-        return {"kind": f"{rdef.kind}List", "apiVersion": rdef.api_version,
-                "metadata": {"resourceVersion": self.resource_version}, "items": items}
+    def delete_collection(
+        self,
+        rdef: ResourceDef,
+        namespace: str | None,
+        label_selector: str | None,
+        field_selector: str | None,
+        options: JsonDict | None = None,
+    ) -> JsonDict:
+        items = [
+            self.delete(rdef, obj["metadata"].get("namespace"), obj["metadata"]["name"], options)[0]
+            for obj in self.list(rdef, namespace, label_selector, field_selector)
+        ]
+        return {
+            "kind": f"{rdef.kind}List",
+            "apiVersion": rdef.api_version,
+            "metadata": {"resourceVersion": self.resource_version},
+            "items": items,
+        }
 
 
 def _spec_of(obj: JsonDict, rdef: ResourceDef) -> JsonDict:
