@@ -105,7 +105,7 @@ class _Handler(kmock.KubernetesEmulator):
 
     async def _serve_version(self, request: Any) -> Any:
         """kmock's APIResourceList, with the core groupVersion and the subresources' verbs fixed."""
-        result: dict[str, Any] = await super()._serve_version(request)
+        result: Any = await super()._serve_version(request)
         result["groupVersion"] = result["groupVersion"].lstrip("/")
         for entry in result.get("resources", []):
             if "/" in entry["name"]:

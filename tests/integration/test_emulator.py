@@ -1,0 +1,592 @@
+"""The emulated kube-apiserver over real HTTP (aiohttp), its controllers, and a real kopf operator on it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from finetune_operator.local.controllers import FakeKubelet
+from finetune_operator.local.emulator import Emulator
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(10)]
+
+FTJ = "/apis/finetune.dev/v1alpha1/namespaces/default/finetunejobs"
+TQ = "/apis/finetune.dev/v1alpha1/trainingquotas"
+CM = "/api/v1/namespaces/default/configmaps"
+JOBS = "/apis/batch/v1/namespaces/default/jobs"
+MERGE = {"Content-Type": "application/merge-patch+json"}
+JSONPATCH = {"Content-Type": "application/json-patch+json"}
+
+
+def crd(kind: str, plural: str, scope: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.finetune.dev"},
+        "spec": {
+            "group": "finetune.dev",
+            "scope": scope,
+            "names": {"plural": plural, "singular": kind.lower(), "kind": kind, "shortNames": [kind[:3].lower()]},
+            "versions": [
+                {
+                    "name": "v1alpha1",
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                }
+            ],
+        },
+    }
+
+
+CRDS = [crd("FinetuneJob", "finetunejobs", "Namespaced"), crd("TrainingQuota", "trainingquotas", "Cluster")]
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[Emulator]:
+    async with Emulator(crds=CRDS, seed=42) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+async def http(emu: Emulator) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(emu.url) as session:
+        yield session
+
+
+async def call(http: aiohttp.ClientSession, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+    async with http.request(method, path, json=body, **kw) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+def ftj(name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "finetune.dev/v1alpha1", "kind": "FinetuneJob", "metadata": {"name": name},
+            "spec": spec or {"model": "m"}}
+
+
+async def watch_events(http: aiohttp.ClientSession, path: str, params: dict[str, str], count: int | None = None,
+                       timeout: float = 5.0) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    async with http.get(path, params={"watch": "true", **params}) as resp:
+        assert resp.status == 200
+
+        async def read() -> None:
+            async for line in resp.content:
+                if line.strip():
+                    events.append(json.loads(line))
+                    if count is not None and len(events) >= count:
+                        return
+
+        await asyncio.wait_for(read(), timeout)
+    return events
+
+
+# --- create / get / errors -----------------------------------------------------------------------
+
+
+async def test_create_fills_server_fields(http: aiohttp.ClientSession) -> None:
+    status, obj = await call(http, "POST", FTJ, {**ftj("a"), "status": {"phase": "Done"}})
+    assert status == 201
+    meta = obj["metadata"]
+    assert re.fullmatch(r"[0-9a-f-]{36}", meta["uid"])
+    assert meta["namespace"] == "default" and meta["generation"] == 1
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", meta["creationTimestamp"])
+    assert int(meta["resourceVersion"]) > 0
+    assert "status" not in obj  # the status subresource: create ignores .status
+    status, again = await call(http, "GET", f"{FTJ}/a")
+    assert status == 200 and again == obj
+
+
+async def test_resource_versions_are_global_and_increasing(http: aiohttp.ClientSession) -> None:
+    _, a = await call(http, "POST", FTJ, ftj("a"))
+    _, b = await call(http, "POST", CM, {"metadata": {"name": "b"}, "data": {}})
+    _, c = await call(http, "PATCH", f"{FTJ}/a", {"spec": {"model": "x"}}, headers=MERGE)
+    rvs = [int(o["metadata"]["resourceVersion"]) for o in (a, b, c)]
+    assert rvs == sorted(rvs) and len(set(rvs)) == 3
+
+
+async def test_errors_are_status_objects(http: aiohttp.ClientSession) -> None:
+    await call(http, "POST", FTJ, ftj("a"))
+    status, body = await call(http, "POST", FTJ, ftj("a"))
+    assert status == 409 and body["kind"] == "Status" and body["apiVersion"] == "v1"
+    assert body["status"] == "Failure" and body["reason"] == "AlreadyExists" and body["code"] == 409
+    status, body = await call(http, "GET", f"{FTJ}/missing")
+    assert status == 404 and body["reason"] == "NotFound" and "missing" in body["message"]
+    status, body = await call(http, "GET", "/apis/finetune.dev/v1alpha1/namespaces/default/nothings")
+    assert status == 404 and body["kind"] == "Status"
+    status, body = await call(http, "POST", FTJ, {"metadata": {"name": "Bad_Name"}})
+    assert status == 422 and body["reason"] == "Invalid"
+    status, body = await call(http, "POST", FTJ, {"metadata": {"name": "x", "namespace": "other"}})
+    assert status == 400 and body["reason"] == "BadRequest"
+
+
+async def test_generate_name(http: aiohttp.ClientSession) -> None:
+    status, obj = await call(http, "POST", FTJ, {"metadata": {"generateName": "run-"}, "spec": {}})
+    assert status == 201 and re.fullmatch(r"run-[a-z0-9]{5}", obj["metadata"]["name"])
+
+
+async def test_cluster_scoped_resource(http: aiohttp.ClientSession) -> None:
+    status, obj = await call(http, "POST", TQ, {"metadata": {"name": "q", "namespace": "ignored"}, "spec": {}})
+    assert status == 201 and "namespace" not in obj["metadata"]
+    status, _ = await call(http, "GET", "/apis/finetune.dev/v1alpha1/namespaces/default/trainingquotas/q")
+    assert status == 404
+    status, listed = await call(http, "GET", TQ)
+    assert [o["metadata"]["name"] for o in listed["items"]] == ["q"]
+
+
+# --- update / patch ------------------------------------------------------------------------------
+
+
+async def test_put_conflicts_on_stale_resource_version(http: aiohttp.ClientSession) -> None:
+    _, obj = await call(http, "POST", FTJ, ftj("a"))
+    obj["spec"] = {"model": "b"}
+    status, updated = await call(http, "PUT", f"{FTJ}/a", obj)
+    assert status == 200 and updated["metadata"]["generation"] == 2
+    assert int(updated["metadata"]["resourceVersion"]) > int(obj["metadata"]["resourceVersion"])
+    status, body = await call(http, "PUT", f"{FTJ}/a", obj)  # obj still has the old resourceVersion
+    assert status == 409 and body["reason"] == "Conflict"
+    stale = {"metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]}, "spec": {"model": "c"}}
+    status, body = await call(http, "PATCH", f"{FTJ}/a", stale, headers=MERGE)
+    assert status == 409
+
+
+async def test_generation_bumps_only_on_spec_changes(http: aiohttp.ClientSession) -> None:
+    _, obj = await call(http, "POST", FTJ, ftj("a"))
+    _, obj2 = await call(http, "PATCH", f"{FTJ}/a", {"metadata": {"labels": {"x": "y"}}}, headers=MERGE)
+    assert obj2["metadata"]["generation"] == 1
+    assert obj2["metadata"]["resourceVersion"] != obj["metadata"]["resourceVersion"]
+    _, obj3 = await call(http, "PATCH", f"{FTJ}/a/status", {"status": {"phase": "Running"}}, headers=MERGE)
+    assert obj3["metadata"]["generation"] == 1 and obj3["status"] == {"phase": "Running"}
+    _, obj4 = await call(http, "PATCH", f"{FTJ}/a", {"spec": {"epochs": 3}}, headers=MERGE)
+    assert obj4["metadata"]["generation"] == 2 and obj4["spec"] == {"model": "m", "epochs": 3}
+    _, obj5 = await call(http, "PATCH", f"{FTJ}/a", {"spec": {"epochs": 3}}, headers=MERGE)  # a no-op
+    assert obj5["metadata"]["resourceVersion"] == obj4["metadata"]["resourceVersion"]
+
+
+async def test_patch_flavours(http: aiohttp.ClientSession) -> None:
+    await call(http, "POST", FTJ, ftj("a", model="m", lr=1, nested={"k": 1, "j": 2}))
+    _, obj = await call(http, "PATCH", f"{FTJ}/a", {"spec": {"lr": None, "nested": {"j": None}}}, headers=MERGE)
+    assert obj["spec"] == {"model": "m", "nested": {"k": 1}}
+    sm = {"Content-Type": "application/strategic-merge-patch+json"}
+    _, obj = await call(http, "PATCH", f"{FTJ}/a", {"spec": {"extra": [1]}}, headers=sm)
+    assert obj["spec"]["extra"] == [1]
+    ops = [{"op": "test", "path": "/spec/model", "value": "m"}, {"op": "replace", "path": "/spec/model", "value": "n"},
+           {"op": "add", "path": "/spec/extra/-", "value": 2}, {"op": "remove", "path": "/spec/nested"}]
+    status, obj = await call(http, "PATCH", f"{FTJ}/a", ops, headers=JSONPATCH)
+    assert status == 200 and obj["spec"] == {"model": "n", "extra": [1, 2]}
+    before = obj["metadata"]["resourceVersion"]
+    failing = [{"op": "test", "path": "/spec/model", "value": "m"}, {"op": "replace", "path": "/spec/model", "value": "z"}]
+    status, body = await call(http, "PATCH", f"{FTJ}/a", failing, headers=JSONPATCH)
+    assert status == 422 and body["kind"] == "Status"
+    _, obj = await call(http, "GET", f"{FTJ}/a")
+    assert obj["spec"]["model"] == "n" and obj["metadata"]["resourceVersion"] == before
+    status, _ = await call(http, "PATCH", f"{FTJ}/a", {}, headers={"Content-Type": "application/apply-patch+yaml"})
+    assert status == 415
+
+
+async def test_status_subresource_isolation(http: aiohttp.ClientSession) -> None:
+    await call(http, "POST", FTJ, ftj("a"))
+    _, obj = await call(http, "PATCH", f"{FTJ}/a", {"spec": {"x": 1}, "status": {"phase": "Hacked"}}, headers=MERGE)
+    assert "status" not in obj and obj["spec"]["x"] == 1
+    _, obj = await call(http, "PATCH", f"{FTJ}/a/status", {"spec": {"x": 2}, "status": {"phase": "Ok"},
+                                                          "metadata": {"labels": {"l": "v"}}}, headers=MERGE)
+    assert obj["spec"]["x"] == 1 and obj["status"] == {"phase": "Ok"} and "labels" not in obj["metadata"]
+    obj["status"] = {"phase": "Put"}
+    obj["spec"]["x"] = 3
+    _, put = await call(http, "PUT", f"{FTJ}/a/status", obj)
+    assert put["status"] == {"phase": "Put"} and put["spec"]["x"] == 1
+    await call(http, "POST", CM, {"metadata": {"name": "c"}, "data": {"a": "1"}})
+    status, _ = await call(http, "PATCH", f"{CM}/c/status", {"status": {}}, headers=MERGE)
+    assert status == 404
+
+
+# --- finalizers / deletion -----------------------------------------------------------------------
+
+
+async def test_finalizers_block_deletion(http: aiohttp.ClientSession) -> None:
+    await call(http, "POST", FTJ, {**ftj("a"), "metadata": {"name": "a", "finalizers": ["finetune.dev/f"]}})
+    status, obj = await call(http, "DELETE", f"{FTJ}/a")
+    assert status == 202 and obj["metadata"]["deletionTimestamp"]
+    assert obj["metadata"]["deletionGracePeriodSeconds"] == 0
+    status, obj = await call(http, "GET", f"{FTJ}/a")
+    assert status == 200 and obj["metadata"]["deletionTimestamp"]
+    rv = obj["metadata"]["resourceVersion"]
+    status, body = await call(http, "PATCH", f"{FTJ}/a", {"metadata": {"finalizers": ["finetune.dev/f", "new"]}},
+                              headers=MERGE)
+    assert status == 422
+    watching = asyncio.create_task(watch_events(http, FTJ, {"resourceVersion": rv}, count=2))
+    await asyncio.sleep(0.05)
+    status, _ = await call(http, "PATCH", f"{FTJ}/a", {"metadata": {"finalizers": None}}, headers=MERGE)
+    assert status == 200
+    assert [e["type"] for e in await watching] == ["MODIFIED", "DELETED"]
+    status, _ = await call(http, "GET", f"{FTJ}/a")
+    assert status == 404
+    status, body = await call(http, "DELETE", f"{FTJ}/a")
+    assert status == 404 and body["reason"] == "NotFound"
+
+
+async def test_delete_without_finalizers_removes(http: aiohttp.ClientSession) -> None:
+    await call(http, "POST", FTJ, ftj("a"))
+    status, obj = await call(http, "DELETE", f"{FTJ}/a")
+    assert status == 200 and obj["metadata"]["name"] == "a"
+    assert (await call(http, "GET", f"{FTJ}/a"))[0] == 404
+
+
+# --- lists and selectors -------------------------------------------------------------------------
+
+
+async def test_list_selectors(http: aiohttp.ClientSession) -> None:
+    for name, labels in [("a", {"app": "x", "tier": "1"}), ("b", {"app": "y"}), ("c", {})]:
+        await call(http, "POST", FTJ, {"metadata": {"name": name, "labels": labels}, "spec": {}})
+    await call(http, "POST", "/apis/finetune.dev/v1alpha1/namespaces/other/finetunejobs",
+               {"metadata": {"name": "d", "labels": {"app": "x"}}, "spec": {}})
+
+    async def names(params: dict[str, str], path: str = FTJ) -> list[str]:
+        status, body = await call(http, "GET", path, params=params)
+        assert status == 200 and body["metadata"]["resourceVersion"]
+        return sorted(o["metadata"]["name"] for o in body["items"])
+
+    assert await names({"labelSelector": "app=x"}) == ["a"]
+    assert await names({"labelSelector": "app==x"}) == ["a"]
+    assert await names({"labelSelector": "app!=x"}) == ["b", "c"]
+    assert await names({"labelSelector": "app in (x, y)"}) == ["a", "b"]
+    assert await names({"labelSelector": "app notin (x)"}) == ["b", "c"]
+    assert await names({"labelSelector": "tier"}) == ["a"]
+    assert await names({"labelSelector": "!tier"}) == ["b", "c"]
+    assert await names({"labelSelector": "app=x,tier=1"}) == ["a"]
+    assert await names({"fieldSelector": "metadata.name=b"}) == ["b"]
+    assert await names({"fieldSelector": "metadata.namespace=other"}, "/apis/finetune.dev/v1alpha1/finetunejobs") == ["d"]
+    assert await names({}, "/apis/finetune.dev/v1alpha1/finetunejobs") == ["a", "b", "c", "d"]
+    assert await names({"labelSelector": "app=x"}, "/apis/finetune.dev/v1alpha1/finetunejobs") == ["a", "d"]
+    status, body = await call(http, "GET", "/api/v1/pods")
+    assert status == 200 and body["kind"] == "PodList" and body["items"] == []
+    status, body = await call(http, "GET", "/apis/batch/v1/jobs")
+    assert status == 200 and body["kind"] == "JobList"
+
+
+# --- watches -------------------------------------------------------------------------------------
+
+
+async def test_watch_replays_from_resource_version(http: aiohttp.ClientSession) -> None:
+    _, listed = await call(http, "GET", FTJ)
+    await call(http, "POST", FTJ, ftj("a"))
+    await call(http, "PATCH", f"{FTJ}/a", {"spec": {"v": 1}}, headers=MERGE)
+    await call(http, "DELETE", f"{FTJ}/a")
+    events = await watch_events(http, FTJ, {"resourceVersion": listed["metadata"]["resourceVersion"]}, count=3)
+    assert [e["type"] for e in events] == ["ADDED", "MODIFIED", "DELETED"]
+    rvs = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
+    assert rvs == sorted(rvs)
+
+
+async def test_watch_without_resource_version_lists_first(http: aiohttp.ClientSession) -> None:
+    await call(http, "POST", FTJ, ftj("a"))
+    events = await watch_events(http, FTJ, {"allowWatchBookmarks": "true"}, count=1)
+    assert events[0]["type"] == "ADDED" and events[0]["object"]["metadata"]["name"] == "a"
+
+
+async def test_watch_too_old_resource_version_is_gone() -> None:
+    async with Emulator(crds=CRDS, watch_cache_size=5, controllers=False) as emu, \
+            aiohttp.ClientSession(emu.url) as http:
+        for i in range(10):
+            await call(http, "POST", FTJ, ftj(f"o{i}"))
+        events = await watch_events(http, FTJ, {"resourceVersion": "1"})
+        assert len(events) == 1 and events[0]["type"] == "ERROR"
+        assert events[0]["object"]["code"] == 410 and events[0]["object"]["kind"] == "Status"
+
+
+async def test_watch_timeout_seconds_closes_stream(http: aiohttp.ClientSession) -> None:
+    started = time.monotonic()
+    events = await watch_events(http, FTJ, {"timeoutSeconds": "1", "resourceVersion": "1"}, timeout=5)
+    assert events == [] and 0.9 < time.monotonic() - started < 3
+
+
+async def test_watch_label_selector_and_transitions(http: aiohttp.ClientSession) -> None:
+    _, listed = await call(http, "GET", FTJ)
+    await call(http, "POST", FTJ, {"metadata": {"name": "a", "labels": {"w": "1"}}, "spec": {}})
+    await call(http, "POST", FTJ, {"metadata": {"name": "b"}, "spec": {}})
+    await call(http, "PATCH", f"{FTJ}/a", {"metadata": {"labels": {"w": "2"}}}, headers=MERGE)
+    await call(http, "PATCH", f"{FTJ}/b", {"metadata": {"labels": {"w": "1"}}}, headers=MERGE)
+    params = {"resourceVersion": listed["metadata"]["resourceVersion"], "labelSelector": "w=1"}
+    events = await watch_events(http, FTJ, params, count=3)
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
+        ("ADDED", "a"), ("DELETED", "a"), ("ADDED", "b")]
+
+
+async def test_watch_loses_nothing_under_load(emu: Emulator, http: aiohttp.ClientSession) -> None:
+    _, listed = await call(http, "GET", CM)
+    rv = listed["metadata"]["resourceVersion"]
+    total = 600
+    watching = asyncio.create_task(watch_events(http, CM, {"resourceVersion": rv}, count=total, timeout=8))
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    for i in range(200):
+        await emu.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"c{i}"}, "data": {}})
+        await emu.patch("configmaps", "default", f"c{i}", {"data": {"k": "v"}})
+        await emu.delete("configmaps", "default", f"c{i}")
+    assert time.monotonic() - started < 5
+    events = await watching
+    assert len(events) == total
+    rvs = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
+    assert rvs == sorted(rvs) and len(set(rvs)) == total
+
+
+# --- history -------------------------------------------------------------------------------------
+
+
+async def test_history_records_every_write(emu: Emulator, http: aiohttp.ClientSession) -> None:
+    start = len(emu.history)
+    await call(http, "POST", FTJ, ftj("a"))
+    await call(http, "PATCH", f"{FTJ}/a/status", {"status": {"phase": "P"}}, headers=MERGE)
+    await call(http, "DELETE", f"{FTJ}/a")
+    records = [r for r in emu.history[start:] if r.plural == "finetunejobs"]
+    assert [(r.verb, r.event) for r in records] == [("create", "ADDED"), ("patch", "MODIFIED"), ("delete", "DELETED")]
+    assert records[1].subresource == "status" and records[1].object["status"] == {"phase": "P"}
+    assert all(r.namespace == "default" and r.name == "a" for r in records)
+    rvs = [int(r.resource_version) for r in emu.history]
+    assert rvs == sorted(rvs) and len(set(rvs)) == len(rvs)
+    assert [r.timestamp for r in emu.history] == sorted(r.timestamp for r in emu.history)
+
+
+# --- discovery -----------------------------------------------------------------------------------
+
+
+async def test_discovery(http: aiohttp.ClientSession) -> None:
+    _, api = await call(http, "GET", "/api")
+    assert api["versions"] == ["v1"]
+    _, core = await call(http, "GET", "/api/v1")
+    names = {r["name"]: r for r in core["resources"]}
+    assert core["groupVersion"] == "v1"
+    assert {"pods", "pods/status", "configmaps", "secrets", "serviceaccounts", "events", "namespaces"} <= set(names)
+    assert names["pods"]["namespaced"] is True and names["namespaces"]["namespaced"] is False
+    assert "watch" in names["pods"]["verbs"] and names["pods"]["kind"] == "Pod"
+    _, groups = await call(http, "GET", "/apis")
+    assert {"batch", "rbac.authorization.k8s.io", "events.k8s.io", "coordination.k8s.io", "apiextensions.k8s.io",
+            "finetune.dev"} <= {g["name"] for g in groups["groups"]}
+    _, ours = await call(http, "GET", "/apis/finetune.dev/v1alpha1")
+    res = {r["name"]: r for r in ours["resources"]}
+    assert set(res) == {"finetunejobs", "finetunejobs/status", "trainingquotas", "trainingquotas/status"}
+    assert res["finetunejobs"]["singularName"] == "finetunejob" and res["finetunejobs"]["shortNames"] == ["fin"]
+    assert res["trainingquotas"]["namespaced"] is False
+
+
+# --- controllers ---------------------------------------------------------------------------------
+
+
+async def test_garbage_collection_cascades(emu: Emulator, http: aiohttp.ClientSession) -> None:
+    _, owner = await call(http, "POST", FTJ, ftj("owner"))
+    ref = {"apiVersion": "finetune.dev/v1alpha1", "kind": "FinetuneJob", "name": "owner",
+           "uid": owner["metadata"]["uid"], "controller": True}
+    await call(http, "POST", CM, {"metadata": {"name": "child", "ownerReferences": [ref]}})
+    await call(http, "POST", CM, {"metadata": {"name": "grandchild", "ownerReferences": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": "child", "uid": emu.store.get("configmaps", "default",
+                                                                                        "child")["metadata"]["uid"]}]}})
+    await call(http, "POST", CM, {"metadata": {"name": "unrelated"}})
+    await call(http, "DELETE", f"{FTJ}/owner")
+
+    async def gone() -> bool:
+        return emu.store.get("configmaps", "default", "grandchild") is None
+
+    await eventually(gone)
+    assert emu.store.get("configmaps", "default", "child") is None
+    assert emu.store.get("configmaps", "default", "unrelated") is not None
+
+
+async def test_orphan_propagation_keeps_dependents(emu: Emulator, http: aiohttp.ClientSession) -> None:
+    _, owner = await call(http, "POST", FTJ, ftj("owner"))
+    ref = {"apiVersion": "finetune.dev/v1alpha1", "kind": "FinetuneJob", "name": "owner",
+           "uid": owner["metadata"]["uid"]}
+    await call(http, "POST", CM, {"metadata": {"name": "child", "ownerReferences": [ref]}})
+    await call(http, "DELETE", f"{FTJ}/owner", params={"propagationPolicy": "Orphan"})
+
+    async def orphaned() -> bool:
+        child = emu.store.get("configmaps", "default", "child")
+        return child is not None and not child["metadata"].get("ownerReferences")
+
+    await eventually(orphaned)
+
+
+def job(name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"template": {"metadata": {"labels": {"app": "t"}},
+                                  "spec": {"restartPolicy": "Never", "containers": [{"name": "trainer", "image": "i"}]}},
+                     **spec}}
+
+
+async def pods_of(emu: Emulator, name: str, count: int = 1, phase: str | None = "Pending") -> list[dict[str, Any]]:
+    async def check() -> list[dict[str, Any]]:
+        pods = await FakeKubelet(emu).pods("default", label_selector=f"job-name={name}", phase=phase)
+        return pods if len(pods) >= count else []
+
+    result: list[dict[str, Any]] = await eventually(check)
+    return result
+
+
+async def job_condition(emu: Emulator, name: str, kind: str) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        obj = emu.store.get("jobs", "default", name) or {}
+        conds = [c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == kind]
+        return obj if conds and conds[0]["status"] == "True" else None
+
+    result: dict[str, Any] = await eventually(check)
+    return result
+
+
+async def test_job_controller_creates_pod_and_completes(emu: Emulator) -> None:
+    created = await emu.create(job("train"))
+    (pod,) = await pods_of(emu, "train")
+    assert re.fullmatch(r"train-[a-z0-9]{5}", pod["metadata"]["name"])
+    labels = pod["metadata"]["labels"]
+    assert labels["job-name"] == labels["batch.kubernetes.io/job-name"] == "train"
+    assert labels["controller-uid"] == created["metadata"]["uid"] and labels["app"] == "t"
+    (ref,) = pod["metadata"]["ownerReferences"]
+    assert ref["kind"] == "Job" and ref["controller"] is True and ref["uid"] == created["metadata"]["uid"]
+    assert pod["status"]["phase"] == "Pending"
+    kubelet = FakeKubelet(emu)
+    await kubelet.run(pod)
+
+    async def active() -> bool:
+        return (emu.store.get("jobs", "default", "train") or {}).get("status", {}).get("active") == 1
+
+    await eventually(active)
+    done = await kubelet.succeed(pod, message='{"ok": true}')
+    assert done["status"]["containerStatuses"][0]["state"]["terminated"]["message"] == '{"ok": true}'
+    finished = await job_condition(emu, "train", "Complete")
+    assert finished["status"]["succeeded"] == 1 and finished["status"]["completionTime"]
+    assert finished["status"]["startTime"] and "active" not in finished["status"]
+
+
+async def test_job_backoff_limit(emu: Emulator) -> None:
+    await emu.create(job("retry", backoffLimit=1))
+    kubelet = FakeKubelet(emu)
+    (first,) = await pods_of(emu, "retry")
+    await kubelet.fail(first, exit_code=1, message="boom")
+    await pods_of(emu, "retry", phase="Pending")
+    (second,) = await pods_of(emu, "retry")
+    assert second["metadata"]["name"] != first["metadata"]["name"]
+    await kubelet.fail(second, exit_code=1)
+    failed = await job_condition(emu, "retry", "Failed")
+    cond = [c for c in failed["status"]["conditions"] if c["type"] == "Failed"][0]
+    assert cond["reason"] == "BackoffLimitExceeded" and failed["status"]["failed"] == 2
+    assert await kubelet.pods("default", label_selector="job-name=retry", phase="Pending") == []
+
+
+POLICY = {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                    {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [3]}}]}
+
+
+async def test_pod_failure_policy(emu: Emulator) -> None:
+    await emu.create(job("pfp", backoffLimit=0, podFailurePolicy=POLICY))
+    kubelet = FakeKubelet(emu)
+    (first,) = await pods_of(emu, "pfp")
+    await kubelet.evict(first)  # ignored: not counted against backoffLimit 0, replaced
+    (second,) = await pods_of(emu, "pfp")
+    assert second["metadata"]["name"] != first["metadata"]["name"]
+    assert "failed" not in (emu.store.get("jobs", "default", "pfp") or {})["status"]
+    await kubelet.fail(second, exit_code=3, message="invalid data")
+    failed = await job_condition(emu, "pfp", "Failed")
+    cond = [c for c in failed["status"]["conditions"] if c["type"] == "Failed"][0]
+    assert cond["reason"] == "PodFailurePolicy"
+
+
+async def test_job_suspend_and_deadline(emu: Emulator) -> None:
+    await emu.create(job("s"))
+    (pod,) = await pods_of(emu, "s")
+    await emu.patch("jobs", "default", "s", {"spec": {"suspend": True}})
+    await job_condition(emu, "s", "Suspended")
+
+    async def no_pods() -> bool:
+        return emu.store.get("pods", "default", pod["metadata"]["name"]) is None
+
+    await eventually(no_pods)
+    await emu.create(job("d", activeDeadlineSeconds=1))
+    failed = await job_condition(emu, "d", "Failed")
+    assert [c for c in failed["status"]["conditions"] if c["type"] == "Failed"][0]["reason"] == "DeadlineExceeded"
+
+
+# --- a real kopf operator ------------------------------------------------------------------------
+
+
+async def test_real_kopf_operator(emu: Emulator, caplog: pytest.LogCaptureFixture) -> None:
+    import kopf
+
+    caplog.set_level(logging.DEBUG)
+    registry = kopf.OperatorRegistry()
+    seen: dict[str, list[str]] = {"create": [], "update": [], "delete": []}
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(server=emu.url, insecure=True)
+
+    @kopf.on.create("finetune.dev", "v1alpha1", "finetunejobs", registry=registry)
+    def created(name: str, patch: kopf.Patch, **_: Any) -> None:
+        seen["create"].append(name)
+        patch.status["phase"] = "Accepted"
+
+    @kopf.on.update("finetune.dev", "v1alpha1", "finetunejobs", registry=registry)
+    def updated(name: str, patch: kopf.Patch, **_: Any) -> None:
+        seen["update"].append(name)
+        patch.status["phase"] = "Updated"
+
+    @kopf.on.delete("finetune.dev", "v1alpha1", "finetunejobs", registry=registry)
+    def deleted(name: str, **_: Any) -> None:
+        seen["delete"].append(name)
+
+    settings = kopf.OperatorSettings()
+    settings.peering.standalone = True
+    settings.persistence.finalizer = "finetune.dev/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="finetune.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="finetune.dev", key="last-handled-configuration")
+    settings.watching.server_timeout = 5
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(kopf.operator(registry=registry, settings=settings, standalone=True,
+                                             namespaces=["default"], stop_flag=stop, ready_flag=ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 5)
+        await emu.create(ftj("op"))
+
+        async def status_is(phase: str) -> bool:
+            return ((emu.store.get("finetunejobs", "default", "op") or {}).get("status") or {}).get("phase") == phase
+
+        await eventually(lambda: status_is("Accepted"))
+        obj = emu.store.get("finetunejobs", "default", "op")
+        assert obj is not None and "finetune.dev/finalizer" in obj["metadata"]["finalizers"]
+        await emu.patch("finetunejobs", "default", "op", {"spec": {"model": "other"}})
+        await eventually(lambda: status_is("Updated"))
+        await emu.delete("finetunejobs", "default", "op")
+
+        async def gone() -> bool:
+            return emu.store.get("finetunejobs", "default", "op") is None
+
+        await eventually(gone)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+    assert seen == {"create": ["op"], "update": ["op"], "delete": ["op"]}
+    problems = [r for r in caplog.records if r.name.startswith("kopf") and r.levelno >= logging.WARNING]
+    assert problems == [], [r.getMessage() for r in problems]
+    # Every instant of the history: a finetunejob being deleted always still carries kopf's finalizer.
+    for record in emu.history:
+        if record.plural == "finetunejobs" and record.event == "MODIFIED":
+            meta = record.object["metadata"]
+            assert not meta.get("deletionTimestamp") or meta.get("finalizers") or record.verb == "patch"
