@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import re
@@ -34,14 +35,21 @@ def crd(kind: str, plural: str, scope: str) -> dict[str, Any]:
         "spec": {
             "group": "finetune.dev",
             "scope": scope,
-            "names": {"plural": plural, "singular": kind.lower(), "kind": kind, "shortNames": [kind[:3].lower()]},
+            "names": {
+                "plural": plural,
+                "singular": kind.lower(),
+                "kind": kind,
+                "shortNames": [kind[:3].lower()],
+            },
             "versions": [
                 {
                     "name": "v1alpha1",
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                    "schema": {
+                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                    },
                 }
             ],
         },
@@ -63,7 +71,9 @@ async def http(emu: Emulator) -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def call(http: aiohttp.ClientSession, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+async def call(
+    http: aiohttp.ClientSession, method: str, path: str, body: Any = None, **kw: Any
+) -> tuple[int, Any]:
     async with http.request(method, path, json=body, **kw) as resp:
         return resp.status, await resp.json(content_type=None)
 
@@ -80,12 +90,21 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 5.0) 
 
 
 def ftj(name: str, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "finetune.dev/v1alpha1", "kind": "FinetuneJob", "metadata": {"name": name},
-            "spec": spec or {"model": "m"}}
+    return {
+        "apiVersion": "finetune.dev/v1alpha1",
+        "kind": "FinetuneJob",
+        "metadata": {"name": name},
+        "spec": spec or {"model": "m"},
+    }
 
 
-async def watch_events(http: aiohttp.ClientSession, path: str, params: dict[str, str], count: int | None = None,
-                       timeout: float = 5.0) -> list[dict[str, Any]]:
+async def watch_events(
+    http: aiohttp.ClientSession,
+    path: str,
+    params: dict[str, str],
+    count: int | None = None,
+    timeout: float = 5.0,
+) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     async with http.get(path, params={"watch": "true", **params}) as resp:
         assert resp.status == 200
@@ -146,7 +165,9 @@ async def test_generate_name(http: aiohttp.ClientSession) -> None:
 
 
 async def test_cluster_scoped_resource(http: aiohttp.ClientSession) -> None:
-    status, obj = await call(http, "POST", TQ, {"metadata": {"name": "q", "namespace": "ignored"}, "spec": {}})
+    status, obj = await call(
+        http, "POST", TQ, {"metadata": {"name": "q", "namespace": "ignored"}, "spec": {}}
+    )
     assert status == 201 and "namespace" not in obj["metadata"]
     status, _ = await call(http, "GET", "/apis/finetune.dev/v1alpha1/namespaces/default/trainingquotas/q")
     assert status == 404
@@ -185,31 +206,49 @@ async def test_generation_bumps_only_on_spec_changes(http: aiohttp.ClientSession
 
 async def test_patch_flavours(http: aiohttp.ClientSession) -> None:
     await call(http, "POST", FTJ, ftj("a", model="m", lr=1, nested={"k": 1, "j": 2}))
-    _, obj = await call(http, "PATCH", f"{FTJ}/a", {"spec": {"lr": None, "nested": {"j": None}}}, headers=MERGE)
+    _, obj = await call(
+        http, "PATCH", f"{FTJ}/a", {"spec": {"lr": None, "nested": {"j": None}}}, headers=MERGE
+    )
     assert obj["spec"] == {"model": "m", "nested": {"k": 1}}
     sm = {"Content-Type": "application/strategic-merge-patch+json"}
     _, obj = await call(http, "PATCH", f"{FTJ}/a", {"spec": {"extra": [1]}}, headers=sm)
     assert obj["spec"]["extra"] == [1]
-    ops = [{"op": "test", "path": "/spec/model", "value": "m"}, {"op": "replace", "path": "/spec/model", "value": "n"},
-           {"op": "add", "path": "/spec/extra/-", "value": 2}, {"op": "remove", "path": "/spec/nested"}]
+    ops = [
+        {"op": "test", "path": "/spec/model", "value": "m"},
+        {"op": "replace", "path": "/spec/model", "value": "n"},
+        {"op": "add", "path": "/spec/extra/-", "value": 2},
+        {"op": "remove", "path": "/spec/nested"},
+    ]
     status, obj = await call(http, "PATCH", f"{FTJ}/a", ops, headers=JSONPATCH)
     assert status == 200 and obj["spec"] == {"model": "n", "extra": [1, 2]}
     before = obj["metadata"]["resourceVersion"]
-    failing = [{"op": "test", "path": "/spec/model", "value": "m"}, {"op": "replace", "path": "/spec/model", "value": "z"}]
+    failing = [
+        {"op": "test", "path": "/spec/model", "value": "m"},
+        {"op": "replace", "path": "/spec/model", "value": "z"},
+    ]
     status, body = await call(http, "PATCH", f"{FTJ}/a", failing, headers=JSONPATCH)
     assert status == 422 and body["kind"] == "Status"
     _, obj = await call(http, "GET", f"{FTJ}/a")
     assert obj["spec"]["model"] == "n" and obj["metadata"]["resourceVersion"] == before
-    status, _ = await call(http, "PATCH", f"{FTJ}/a", {}, headers={"Content-Type": "application/apply-patch+yaml"})
+    status, _ = await call(
+        http, "PATCH", f"{FTJ}/a", {}, headers={"Content-Type": "application/apply-patch+yaml"}
+    )
     assert status == 415
 
 
 async def test_status_subresource_isolation(http: aiohttp.ClientSession) -> None:
     await call(http, "POST", FTJ, ftj("a"))
-    _, obj = await call(http, "PATCH", f"{FTJ}/a", {"spec": {"x": 1}, "status": {"phase": "Hacked"}}, headers=MERGE)
+    _, obj = await call(
+        http, "PATCH", f"{FTJ}/a", {"spec": {"x": 1}, "status": {"phase": "Hacked"}}, headers=MERGE
+    )
     assert "status" not in obj and obj["spec"]["x"] == 1
-    _, obj = await call(http, "PATCH", f"{FTJ}/a/status", {"spec": {"x": 2}, "status": {"phase": "Ok"},
-                                                          "metadata": {"labels": {"l": "v"}}}, headers=MERGE)
+    _, obj = await call(
+        http,
+        "PATCH",
+        f"{FTJ}/a/status",
+        {"spec": {"x": 2}, "status": {"phase": "Ok"}, "metadata": {"labels": {"l": "v"}}},
+        headers=MERGE,
+    )
     assert obj["spec"]["x"] == 1 and obj["status"] == {"phase": "Ok"} and "labels" not in obj["metadata"]
     obj["status"] = {"phase": "Put"}
     obj["spec"]["x"] = 3
@@ -231,8 +270,9 @@ async def test_finalizers_block_deletion(http: aiohttp.ClientSession) -> None:
     status, obj = await call(http, "GET", f"{FTJ}/a")
     assert status == 200 and obj["metadata"]["deletionTimestamp"]
     rv = obj["metadata"]["resourceVersion"]
-    status, body = await call(http, "PATCH", f"{FTJ}/a", {"metadata": {"finalizers": ["finetune.dev/f", "new"]}},
-                              headers=MERGE)
+    status, body = await call(
+        http, "PATCH", f"{FTJ}/a", {"metadata": {"finalizers": ["finetune.dev/f", "new"]}}, headers=MERGE
+    )
     assert status == 422
     watching = asyncio.create_task(watch_events(http, FTJ, {"resourceVersion": rv}, count=2))
     await asyncio.sleep(0.05)
@@ -258,8 +298,12 @@ async def test_delete_without_finalizers_removes(http: aiohttp.ClientSession) ->
 async def test_list_selectors(http: aiohttp.ClientSession) -> None:
     for name, labels in [("a", {"app": "x", "tier": "1"}), ("b", {"app": "y"}), ("c", {})]:
         await call(http, "POST", FTJ, {"metadata": {"name": name, "labels": labels}, "spec": {}})
-    await call(http, "POST", "/apis/finetune.dev/v1alpha1/namespaces/other/finetunejobs",
-               {"metadata": {"name": "d", "labels": {"app": "x"}}, "spec": {}})
+    await call(
+        http,
+        "POST",
+        "/apis/finetune.dev/v1alpha1/namespaces/other/finetunejobs",
+        {"metadata": {"name": "d", "labels": {"app": "x"}}, "spec": {}},
+    )
 
     async def names(params: dict[str, str], path: str = FTJ) -> list[str]:
         status, body = await call(http, "GET", path, params=params)
@@ -275,7 +319,9 @@ async def test_list_selectors(http: aiohttp.ClientSession) -> None:
     assert await names({"labelSelector": "!tier"}) == ["b", "c"]
     assert await names({"labelSelector": "app=x,tier=1"}) == ["a"]
     assert await names({"fieldSelector": "metadata.name=b"}) == ["b"]
-    assert await names({"fieldSelector": "metadata.namespace=other"}, "/apis/finetune.dev/v1alpha1/finetunejobs") == ["d"]
+    assert await names(
+        {"fieldSelector": "metadata.namespace=other"}, "/apis/finetune.dev/v1alpha1/finetunejobs"
+    ) == ["d"]
     assert await names({}, "/apis/finetune.dev/v1alpha1/finetunejobs") == ["a", "b", "c", "d"]
     assert await names({"labelSelector": "app=x"}, "/apis/finetune.dev/v1alpha1/finetunejobs") == ["a", "d"]
     status, body = await call(http, "GET", "/api/v1/pods")
@@ -292,7 +338,9 @@ async def test_watch_replays_from_resource_version(http: aiohttp.ClientSession) 
     await call(http, "POST", FTJ, ftj("a"))
     await call(http, "PATCH", f"{FTJ}/a", {"spec": {"v": 1}}, headers=MERGE)
     await call(http, "DELETE", f"{FTJ}/a")
-    events = await watch_events(http, FTJ, {"resourceVersion": listed["metadata"]["resourceVersion"]}, count=3)
+    events = await watch_events(
+        http, FTJ, {"resourceVersion": listed["metadata"]["resourceVersion"]}, count=3
+    )
     assert [e["type"] for e in events] == ["ADDED", "MODIFIED", "DELETED"]
     rvs = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
     assert rvs == sorted(rvs)
@@ -305,8 +353,10 @@ async def test_watch_without_resource_version_lists_first(http: aiohttp.ClientSe
 
 
 async def test_watch_too_old_resource_version_is_gone() -> None:
-    async with Emulator(crds=CRDS, watch_cache_size=5, controllers=False) as emu, \
-            aiohttp.ClientSession(emu.url) as http:
+    async with (
+        Emulator(crds=CRDS, watch_cache_size=5, controllers=False) as emu,
+        aiohttp.ClientSession(emu.url) as http,
+    ):
         for i in range(10):
             await call(http, "POST", FTJ, ftj(f"o{i}"))
         events = await watch_events(http, FTJ, {"resourceVersion": "1"})
@@ -329,7 +379,10 @@ async def test_watch_label_selector_and_transitions(http: aiohttp.ClientSession)
     params = {"resourceVersion": listed["metadata"]["resourceVersion"], "labelSelector": "w=1"}
     events = await watch_events(http, FTJ, params, count=3)
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
-        ("ADDED", "a"), ("DELETED", "a"), ("ADDED", "b")]
+        ("ADDED", "a"),
+        ("DELETED", "a"),
+        ("ADDED", "b"),
+    ]
 
 
 async def test_watch_loses_nothing_under_load(emu: Emulator, http: aiohttp.ClientSession) -> None:
@@ -359,7 +412,11 @@ async def test_history_records_every_write(emu: Emulator, http: aiohttp.ClientSe
     await call(http, "PATCH", f"{FTJ}/a/status", {"status": {"phase": "P"}}, headers=MERGE)
     await call(http, "DELETE", f"{FTJ}/a")
     records = [r for r in emu.history[start:] if r.plural == "finetunejobs"]
-    assert [(r.verb, r.event) for r in records] == [("create", "ADDED"), ("patch", "MODIFIED"), ("delete", "DELETED")]
+    assert [(r.verb, r.event) for r in records] == [
+        ("create", "ADDED"),
+        ("patch", "MODIFIED"),
+        ("delete", "DELETED"),
+    ]
     assert records[1].subresource == "status" and records[1].object["status"] == {"phase": "P"}
     assert all(r.namespace == "default" and r.name == "a" for r in records)
     rvs = [int(r.resource_version) for r in emu.history]
@@ -376,16 +433,26 @@ async def test_discovery(http: aiohttp.ClientSession) -> None:
     _, core = await call(http, "GET", "/api/v1")
     names = {r["name"]: r for r in core["resources"]}
     assert core["groupVersion"] == "v1"
-    assert {"pods", "pods/status", "configmaps", "secrets", "serviceaccounts", "events", "namespaces"} <= set(names)
+    assert {"pods", "pods/status", "configmaps", "secrets", "serviceaccounts", "events", "namespaces"} <= set(
+        names
+    )
     assert names["pods"]["namespaced"] is True and names["namespaces"]["namespaced"] is False
     assert "watch" in names["pods"]["verbs"] and names["pods"]["kind"] == "Pod"
     _, groups = await call(http, "GET", "/apis")
-    assert {"batch", "rbac.authorization.k8s.io", "events.k8s.io", "coordination.k8s.io", "apiextensions.k8s.io",
-            "finetune.dev"} <= {g["name"] for g in groups["groups"]}
+    assert {
+        "batch",
+        "rbac.authorization.k8s.io",
+        "events.k8s.io",
+        "coordination.k8s.io",
+        "apiextensions.k8s.io",
+        "finetune.dev",
+    } <= {g["name"] for g in groups["groups"]}
     _, ours = await call(http, "GET", "/apis/finetune.dev/v1alpha1")
     res = {r["name"]: r for r in ours["resources"]}
     assert set(res) == {"finetunejobs", "finetunejobs/status", "trainingquotas", "trainingquotas/status"}
-    assert res["finetunejobs"]["singularName"] == "finetunejob" and res["finetunejobs"]["shortNames"] == ["fin"]
+    assert res["finetunejobs"]["singularName"] == "finetunejob" and res["finetunejobs"]["shortNames"] == [
+        "fin"
+    ]
     assert res["trainingquotas"]["namespaced"] is False
 
 
@@ -394,12 +461,32 @@ async def test_discovery(http: aiohttp.ClientSession) -> None:
 
 async def test_garbage_collection_cascades(emu: Emulator, http: aiohttp.ClientSession) -> None:
     _, owner = await call(http, "POST", FTJ, ftj("owner"))
-    ref = {"apiVersion": "finetune.dev/v1alpha1", "kind": "FinetuneJob", "name": "owner",
-           "uid": owner["metadata"]["uid"], "controller": True}
+    ref = {
+        "apiVersion": "finetune.dev/v1alpha1",
+        "kind": "FinetuneJob",
+        "name": "owner",
+        "uid": owner["metadata"]["uid"],
+        "controller": True,
+    }
     await call(http, "POST", CM, {"metadata": {"name": "child", "ownerReferences": [ref]}})
-    await call(http, "POST", CM, {"metadata": {"name": "grandchild", "ownerReferences": [
-        {"apiVersion": "v1", "kind": "ConfigMap", "name": "child", "uid": emu.store.get("configmaps", "default",
-                                                                                        "child")["metadata"]["uid"]}]}})
+    await call(
+        http,
+        "POST",
+        CM,
+        {
+            "metadata": {
+                "name": "grandchild",
+                "ownerReferences": [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "ConfigMap",
+                        "name": "child",
+                        "uid": emu.store.get("configmaps", "default", "child")["metadata"]["uid"],
+                    }
+                ],
+            }
+        },
+    )
     await call(http, "POST", CM, {"metadata": {"name": "unrelated"}})
     await call(http, "DELETE", f"{FTJ}/owner")
 
@@ -413,8 +500,12 @@ async def test_garbage_collection_cascades(emu: Emulator, http: aiohttp.ClientSe
 
 async def test_orphan_propagation_keeps_dependents(emu: Emulator, http: aiohttp.ClientSession) -> None:
     _, owner = await call(http, "POST", FTJ, ftj("owner"))
-    ref = {"apiVersion": "finetune.dev/v1alpha1", "kind": "FinetuneJob", "name": "owner",
-           "uid": owner["metadata"]["uid"]}
+    ref = {
+        "apiVersion": "finetune.dev/v1alpha1",
+        "kind": "FinetuneJob",
+        "name": "owner",
+        "uid": owner["metadata"]["uid"],
+    }
     await call(http, "POST", CM, {"metadata": {"name": "child", "ownerReferences": [ref]}})
     await call(http, "DELETE", f"{FTJ}/owner", params={"propagationPolicy": "Orphan"})
 
@@ -426,13 +517,23 @@ async def test_orphan_propagation_keeps_dependents(emu: Emulator, http: aiohttp.
 
 
 def job(name: str, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": "default"},
-            "spec": {"template": {"metadata": {"labels": {"app": "t"}},
-                                  "spec": {"restartPolicy": "Never", "containers": [{"name": "trainer", "image": "i"}]}},
-                     **spec}}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "template": {
+                "metadata": {"labels": {"app": "t"}},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "trainer", "image": "i"}]},
+            },
+            **spec,
+        },
+    }
 
 
-async def pods_of(emu: Emulator, name: str, count: int = 1, phase: str | None = "Pending") -> list[dict[str, Any]]:
+async def pods_of(
+    emu: Emulator, name: str, count: int = 1, phase: str | None = "Pending"
+) -> list[dict[str, Any]]:
     async def check() -> list[dict[str, Any]]:
         pods = await FakeKubelet(emu).pods("default", label_selector=f"job-name={name}", phase=phase)
         return pods if len(pods) >= count else []
@@ -485,13 +586,17 @@ async def test_job_backoff_limit(emu: Emulator) -> None:
     assert second["metadata"]["name"] != first["metadata"]["name"]
     await kubelet.fail(second, exit_code=1)
     failed = await job_condition(emu, "retry", "Failed")
-    cond = [c for c in failed["status"]["conditions"] if c["type"] == "Failed"][0]
+    cond = next(c for c in failed["status"]["conditions"] if c["type"] == "Failed")
     assert cond["reason"] == "BackoffLimitExceeded" and failed["status"]["failed"] == 2
     assert await kubelet.pods("default", label_selector="job-name=retry", phase="Pending") == []
 
 
-POLICY = {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
-                    {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [3]}}]}
+POLICY = {
+    "rules": [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+        {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [3]}},
+    ]
+}
 
 
 async def test_pod_failure_policy(emu: Emulator) -> None:
@@ -504,7 +609,7 @@ async def test_pod_failure_policy(emu: Emulator) -> None:
     assert "failed" not in (emu.store.get("jobs", "default", "pfp") or {})["status"]
     await kubelet.fail(second, exit_code=3, message="invalid data")
     failed = await job_condition(emu, "pfp", "Failed")
-    cond = [c for c in failed["status"]["conditions"] if c["type"] == "Failed"][0]
+    cond = next(c for c in failed["status"]["conditions"] if c["type"] == "Failed")
     assert cond["reason"] == "PodFailurePolicy"
 
 
@@ -520,7 +625,10 @@ async def test_job_suspend_and_deadline(emu: Emulator) -> None:
     await eventually(no_pods)
     await emu.create(job("d", activeDeadlineSeconds=1))
     failed = await job_condition(emu, "d", "Failed")
-    assert [c for c in failed["status"]["conditions"] if c["type"] == "Failed"][0]["reason"] == "DeadlineExceeded"
+    assert (
+        next(c for c in failed["status"]["conditions"] if c["type"] == "Failed")["reason"]
+        == "DeadlineExceeded"
+    )
 
 
 # --- a real kopf operator ------------------------------------------------------------------------
@@ -556,17 +664,28 @@ async def test_real_kopf_operator(emu: Emulator, caplog: pytest.LogCaptureFixtur
     settings.persistence.finalizer = "finetune.dev/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="finetune.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="finetune.dev", key="last-handled-configuration")
+        prefix="finetune.dev", key="last-handled-configuration"
+    )
     settings.watching.server_timeout = 5
     stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(kopf.operator(registry=registry, settings=settings, standalone=True,
-                                             namespaces=["default"], stop_flag=stop, ready_flag=ready))
+    task = asyncio.create_task(
+        kopf.operator(
+            registry=registry,
+            settings=settings,
+            standalone=True,
+            namespaces=["default"],
+            stop_flag=stop,
+            ready_flag=ready,
+        )
+    )
     try:
         await asyncio.wait_for(ready.wait(), 5)
         await emu.create(ftj("op"))
 
         async def status_is(phase: str) -> bool:
-            return ((emu.store.get("finetunejobs", "default", "op") or {}).get("status") or {}).get("phase") == phase
+            return ((emu.store.get("finetunejobs", "default", "op") or {}).get("status") or {}).get(
+                "phase"
+            ) == phase
 
         await eventually(lambda: status_is("Accepted"))
         obj = emu.store.get("finetunejobs", "default", "op")
@@ -585,8 +704,15 @@ async def test_real_kopf_operator(emu: Emulator, caplog: pytest.LogCaptureFixtur
     assert seen == {"create": ["op"], "update": ["op"], "delete": ["op"]}
     problems = [r for r in caplog.records if r.name.startswith("kopf") and r.levelno >= logging.WARNING]
     assert problems == [], [r.getMessage() for r in problems]
-    # Every instant of the history: a finetunejob being deleted always still carries kopf's finalizer.
-    for record in emu.history:
-        if record.plural == "finetunejobs" and record.event == "MODIFIED":
-            meta = record.object["metadata"]
-            assert not meta.get("deletionTimestamp") or meta.get("finalizers") or record.verb == "patch"
+    # At every instant of the history: the status was only ever written after kopf's finalizer was in place,
+    # and an object released by its last finalizer is deleted by the very next write.
+    records = [r for r in emu.history if r.plural == "finetunejobs"]
+    assert records[0].verb == "create" and records[-1].event == "DELETED"
+    for before, after in itertools.pairwise(records):
+        meta = before.object["metadata"]
+        if before.object.get("status"):
+            assert "finetune.dev/finalizer" in (meta.get("finalizers") or []) or meta.get("deletionTimestamp")
+        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+            assert (
+                after.event == "DELETED" and int(after.resource_version) == int(before.resource_version) + 1
+            )

@@ -210,7 +210,12 @@ class JobController(_Controller):
             obj = event["object"]
             meta = obj.get("metadata", {})
             if obj.get("apiVersion") == "batch/v1" and obj.get("kind") == "Job":
-                keys[(meta.get("namespace"), meta.get("name"))] = None
+                if event["type"] == "DELETED":
+                    self._counted.pop(str(meta.get("uid")), None)
+                    self._failure.pop(str(meta.get("uid")), None)
+                    self._forget(str(meta.get("uid")))
+                else:
+                    keys[(meta.get("namespace"), meta.get("name"))] = None
             elif obj.get("apiVersion") == "v1" and obj.get("kind") == "Pod":
                 for ref in meta.get("ownerReferences") or []:
                     if ref.get("controller") and ref.get("kind") == "Job":
@@ -218,7 +223,8 @@ class JobController(_Controller):
         for namespace, name in keys:
             self.sync(namespace, name)
 
-    def _kick(self, namespace: str, name: str) -> None:
+    def _kick(self, namespace: str, name: str, uid: str) -> None:
+        self._timers.pop(uid, None)
         try:
             self.sync(namespace, name)
         except Exception:
@@ -288,7 +294,10 @@ class JobController(_Controller):
             elif deadline is not None and age_seconds(status["startTime"]) >= float(deadline):
                 failure = ("DeadlineExceeded", "Job was active longer than specified deadline")
             elif succeeded >= completions:
-                _set_condition(status, _condition("Complete", "", ""))
+                _set_condition(
+                    status,
+                    _condition("Complete", "CompletionsReached", "Reached expected number of succeeded pods"),
+                )
                 status["completionTime"] = now
             else:
                 for _ in range(max(0, min(parallelism, completions - succeeded) - len(active))):
@@ -299,6 +308,7 @@ class JobController(_Controller):
             for pod in active:
                 self._call("DELETE", pod)
             active = []
+            _set_condition(status, _condition("FailureTarget", failure[0], failure[1]))
             _set_condition(status, _condition("Failed", failure[0], failure[1]))
         for key, value in (("active", len(active)), ("succeeded", succeeded), ("failed", failed)):
             if value:
@@ -315,7 +325,7 @@ class JobController(_Controller):
     def _arm(self, namespace: str, name: str, uid: str, delay: float) -> None:
         if uid not in self._timers:
             loop = asyncio.get_running_loop()
-            self._timers[uid] = loop.call_later(max(0.0, delay) + 0.01, self._kick, namespace, name)
+            self._timers[uid] = loop.call_later(max(0.0, delay) + 0.01, self._kick, namespace, name, uid)
 
     def _forget(self, uid: str) -> None:
         timer = self._timers.pop(uid, None)

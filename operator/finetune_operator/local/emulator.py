@@ -128,6 +128,7 @@ class Emulator:
     :param controllers: start the garbage collector and the Job controller with the server.
     :param watch_cache_size: how many recent events a watch can replay by resourceVersion.
     :param auto_namespaces: create namespaces implicitly on first use (else 404 like the real server).
+    :param keep_history: record every write in ``emu.history`` (tests); off for long-running local mode.
     :param keep_requests: keep kmock's log of non-resource requests (``emu.kmock.requests``).
     :param seed: seed of the random names (generateName, job pods), for determinism.
     """
@@ -139,14 +140,18 @@ class Emulator:
         controllers: bool = True,
         host: str = "127.0.0.1",
         port: int | None = None,
-        watch_cache_size: int = 100_000,
+        watch_cache_size: int = 10_000,
         auto_namespaces: bool = True,
+        keep_history: bool = True,
         keep_requests: bool = True,
         seed: int | None = None,
     ) -> None:
         self.kmock: Any = _Handler(self, keep_requests)
         self.store = ObjectStore(
-            watch_cache_size=watch_cache_size, auto_namespaces=auto_namespaces, seed=seed
+            watch_cache_size=watch_cache_size,
+            auto_namespaces=auto_namespaces,
+            keep_history=keep_history,
+            seed=seed,
         )
         self.store.on_register.append(self._publish)
         for rdef in self.store.resources:
@@ -205,6 +210,23 @@ class Emulator:
     @property
     def history(self) -> builtins.list[HistoryRecord]:
         return self.store.history
+
+    def kubeconfig(self, namespace: str = "default") -> JsonDict:
+        """A kubeconfig document pointing at this emulator (for clients that want one)."""
+        cluster = {"server": self.url, "insecure-skip-tls-verify": True}
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "emulator", "cluster": cluster}],
+            "users": [{"name": "emulator", "user": {"token": "emulator"}}],
+            "contexts": [
+                {
+                    "name": "emulator",
+                    "context": {"cluster": "emulator", "user": "emulator", "namespace": namespace},
+                }
+            ],
+            "current-context": "emulator",
+        }
 
     def _publish(self, rdef: ResourceDef) -> None:
         self.kmock.resources[kmock.resource(rdef.group, rdef.version, rdef.plural)] = kmock.ResourceInfo(

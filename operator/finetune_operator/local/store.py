@@ -114,10 +114,12 @@ class ObjectStore:
         self,
         *,
         crds: Iterable[JsonDict] = (),
-        watch_cache_size: int = 100_000,
+        watch_cache_size: int = 10_000,
         auto_namespaces: bool = True,
+        keep_history: bool = True,
         seed: int | None = None,
     ) -> None:
+        self.keep_history = keep_history
         self._defs: dict[tuple[str, str, str], ResourceDef] = {}
         self._objects: dict[tuple[str, str], dict[tuple[str, str], JsonDict]] = {}
         self._uids: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {}
@@ -289,20 +291,21 @@ class ObjectStore:
             self._objects[rdef.storage_key][key] = obj
             self._uids[meta["uid"]] = (rdef.storage_key, key)
         snapshot = self._out(rdef, obj)
-        self.history.append(
-            HistoryRecord(
-                verb=verb,
-                event=kind,
-                group=rdef.group,
-                plural=rdef.plural,
-                namespace=meta.get("namespace"),
-                name=meta["name"],
-                resource_version=str(self._rv),
-                object=snapshot,
-                timestamp=time.monotonic(),
-                subresource=subresource,
+        if self.keep_history:
+            self.history.append(
+                HistoryRecord(
+                    verb=verb,
+                    event=kind,
+                    group=rdef.group,
+                    plural=rdef.plural,
+                    namespace=meta.get("namespace"),
+                    name=meta["name"],
+                    resource_version=str(self._rv),
+                    object=snapshot,
+                    timestamp=time.monotonic(),
+                    subresource=subresource,
+                )
             )
-        )
         event = _Event(self._rv, rdef.storage_key, kind, snapshot, old, propagation)
         self._cache.append(event)
         for watcher in list(self._watchers):
