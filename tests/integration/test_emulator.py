@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import json
 import logging
+import pathlib
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,7 +16,7 @@ import aiohttp
 import pytest
 
 from finetune_operator.local.controllers import FakeKubelet
-from finetune_operator.local.emulator import Emulator
+from finetune_operator.local.emulator import Emulator, load_crds
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(10)]
 
@@ -454,6 +455,47 @@ async def test_discovery(http: aiohttp.ClientSession) -> None:
         "fin"
     ]
     assert res["trainingquotas"]["namespaced"] is False
+
+
+async def test_project_crds_and_crds_created_over_the_api(http: aiohttp.ClientSession) -> None:
+    crd_dir = pathlib.Path(__file__).parents[2] / "crds"
+    project = load_crds(crd_dir) if crd_dir.is_dir() else []
+    if not project:
+        pytest.skip("the project's CRDs are not generated yet")
+    async with Emulator(crds=project, controllers=False) as emu, aiohttp.ClientSession(emu.url) as session:
+        _, ours = await call(session, "GET", "/apis/finetune.dev/v1alpha1")
+        assert {"finetunejobs", "finetunejobs/status", "trainingquotas", "trainingquotas/status"} <= {
+            r["name"] for r in ours["resources"]
+        }
+    widget = crd("Widget", "widgets", "Namespaced")
+    widget["spec"]["group"] = widget["metadata"]["name"] = "example.com"
+    widget["metadata"]["name"] = "widgets.example.com"
+    status, _ = await call(http, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", widget)
+    assert status == 201
+    status, obj = await call(
+        http, "POST", "/apis/example.com/v1alpha1/namespaces/default/widgets", {"metadata": {"name": "w"}}
+    )
+    assert status == 201 and obj["kind"] == "Widget"
+
+
+async def test_strict_namespaces() -> None:
+    async with (
+        Emulator(auto_namespaces=False, controllers=False) as emu,
+        aiohttp.ClientSession(emu.url) as http,
+    ):
+        status, body = await call(
+            http, "POST", "/api/v1/namespaces/nowhere/configmaps", {"metadata": {"name": "c"}}
+        )
+        assert status == 404 and body["reason"] == "NotFound"
+        status, _ = await call(http, "POST", CM, {"metadata": {"name": "c"}})
+        assert status == 201
+
+
+async def test_watch_a_single_named_object(http: aiohttp.ClientSession) -> None:
+    await call(http, "POST", FTJ, ftj("a"))
+    await call(http, "POST", FTJ, ftj("b"))
+    events = await watch_events(http, f"{FTJ}/b", {}, count=1)
+    assert [e["object"]["metadata"]["name"] for e in events] == ["b"]
 
 
 # --- controllers ---------------------------------------------------------------------------------

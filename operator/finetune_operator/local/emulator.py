@@ -16,12 +16,15 @@ import asyncio
 import builtins
 import contextlib
 import json
+import os
+import pathlib
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, Self
 
 import aiohttp.web
 import kmock
+import yaml
 
 from finetune_operator.local.semantics import (
     ALL_VERBS,
@@ -33,7 +36,17 @@ from finetune_operator.local.semantics import (
 )
 from finetune_operator.local.store import MERGE_PATCH, HistoryRecord, ObjectStore
 
-__all__ = ["ApiError", "Emulator", "HistoryRecord", "ObjectStore", "ParsedPath", "parse_path"]
+__all__ = ["ApiError", "Emulator", "HistoryRecord", "ObjectStore", "ParsedPath", "load_crds", "parse_path"]
+
+
+def load_crds(directory: str | os.PathLike[str]) -> builtins.list[JsonDict]:
+    """Every CustomResourceDefinition document in ``directory/*.yaml`` (sorted by file name)."""
+    result: builtins.list[JsonDict] = []
+    for path in sorted(pathlib.Path(directory).glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
+                result.append(doc)
+    return result
 
 
 class ParsedPath:
