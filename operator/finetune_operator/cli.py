@@ -23,8 +23,11 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-_PASS_THROUGH: dict[str, Any] = {"allow_extra_args": True, "ignore_unknown_options": True,
-                                 "help_option_names": []}
+_PASS_THROUGH: dict[str, Any] = {
+    "allow_extra_args": True,
+    "ignore_unknown_options": True,
+    "help_option_names": [],
+}
 
 
 def _trainer_cli(command: str, args: list[str]) -> None:
@@ -34,8 +37,9 @@ def _trainer_cli(command: str, args: list[str]) -> None:
 
 
 @app.callback(invoke_without_command=True)
-def _root(version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
-          ) -> None:
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
     if version:
         typer.echo(__version__)
         raise typer.Exit(0)
@@ -61,9 +65,12 @@ def dataset(ctx: typer.Context) -> None:
 
 @app.command()
 def crds(
-    output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write the CRD YAML files to.")] = Path(
-        "crds"),
-    check: Annotated[bool, typer.Option("--check", help="Exit 1 if the files differ instead of writing.")] = False,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Directory to write the CRD YAML files to.")
+    ] = Path("crds"),
+    check: Annotated[
+        bool, typer.Option("--check", help="Exit 1 if the files differ instead of writing.")
+    ] = False,
 ) -> None:
     """Generate the CustomResourceDefinitions from the API models."""
     from .api.crdgen import all_crds, render
@@ -86,8 +93,12 @@ def crds(
 
 @app.command()
 def operator(
-    namespace: Annotated[list[str] | None, typer.Option(
-        "--namespace", "-n", help="Watch only this namespace (repeatable); default: the whole cluster.")] = None,
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--namespace", "-n", help="Watch only this namespace (repeatable); default: the whole cluster."
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Run the operator (in a cluster, or against the API server in FINETUNE_API_SERVER / kubeconfig)."""

@@ -2,13 +2,8 @@
 
 from .common import API_VERSION, GROUP, VERSION, Condition, SecretKeyRef
 from .errors import SpecError, format_validation_error, parse_job, parse_quota
-from .finetunejob import (
-    EngineKind,
-    FinetuneJob,
-    FinetuneJobSpec,
-    FinetuneJobStatus,
-    Phase,
-)
+from .finetunejob import EngineKind, FinetuneJob, FinetuneJobSpec
+from .jobstatus import FinetuneJobStatus, Phase
 from .trainingquota import TrainingQuota, TrainingQuotaSpec
 
 __all__ = [

@@ -59,10 +59,10 @@ class OpenObject(BaseModel):
 class SecretKeyRef(KubeModel):
     """A key of a Secret in the job's namespace. Credentials are only ever given by reference."""
 
-    name: str = Field(description="Name of the Secret, in the same namespace as the object.",
-                      pattern=DNS_SUBDOMAIN)
-    key: str = Field(description="Key within the Secret.", min_length=1,
-                     pattern=r"^[-._a-zA-Z0-9]+$")
+    name: str = Field(
+        description="Name of the Secret, in the same namespace as the object.", pattern=DNS_SUBDOMAIN
+    )
+    key: str = Field(description="Key within the Secret.", min_length=1, pattern=r"^[-._a-zA-Z0-9]+$")
 
 
 class ConfigMapKeyRef(KubeModel):
@@ -83,18 +83,22 @@ class LabelSelectorRequirement(KubeModel):
 
     key: str = Field(description="The label key the selector applies to.", min_length=1)
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
-        description="How the key relates to the values: In, NotIn, Exists or DoesNotExist.")
+        description="How the key relates to the values: In, NotIn, Exists or DoesNotExist."
+    )
     values: list[str] | None = Field(
-        default=None, description="Values for In and NotIn; must be empty for Exists and DoesNotExist.")
+        default=None, description="Values for In and NotIn; must be empty for Exists and DoesNotExist."
+    )
 
 
 class LabelSelector(KubeModel):
     """A Kubernetes label selector. An empty selector matches everything."""
 
     match_labels: dict[str, str] | None = Field(
-        default=None, description="Labels that must all be present with these values.")
+        default=None, description="Labels that must all be present with these values."
+    )
     match_expressions: list[LabelSelectorRequirement] | None = Field(
-        default=None, description="Set-based requirements, all of which must hold.")
+        default=None, description="Set-based requirements, all of which must hold."
+    )
 
     def matches(self, labels: dict[str, str]) -> bool:
         """Whether a set of labels satisfies this selector (pure, same rules as the API server)."""
@@ -122,10 +126,10 @@ class Condition(KubeModel):
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(description="A CamelCase, machine-readable reason for the last transition.")
     message: str = Field(default="", description="A human-readable message about the transition.")
-    last_transition_time: datetime = Field(
-        description="When the condition last changed status (RFC 3339).")
+    last_transition_time: datetime = Field(description="When the condition last changed status (RFC 3339).")
     observed_generation: int | None = Field(
-        default=None, description="The .metadata.generation the condition was computed from.")
+        default=None, description="The .metadata.generation the condition was computed from."
+    )
 
 
 PositiveInt = Annotated[int, Field(ge=1)]

@@ -17,10 +17,27 @@ from .finetunejob import MUTABLE_AFTER_START, FinetuneJob, FinetuneJobSpec
 from .trainingquota import TrainingQuota
 
 _KEEP = {
-    "type", "description", "default", "enum", "pattern", "minimum", "maximum", "minLength", "maxLength",
-    "minItems", "maxItems", "format", "items", "properties", "required", "additionalProperties",
-    "x-kubernetes-validations", "x-kubernetes-preserve-unknown-fields", "x-kubernetes-list-type",
-    "x-kubernetes-list-map-keys", "nullable",
+    "type",
+    "description",
+    "default",
+    "enum",
+    "pattern",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "format",
+    "items",
+    "properties",
+    "required",
+    "additionalProperties",
+    "x-kubernetes-validations",
+    "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
+    "nullable",
 }
 
 
@@ -97,14 +114,20 @@ def _conditions_as_map(schema: dict[str, Any]) -> None:
 
 
 def _immutability_rule() -> dict[str, str]:
-    fields = [f.alias or name for name, f in FinetuneJobSpec.model_fields.items()
-              if (f.alias or name) not in MUTABLE_AFTER_START]
-    parts = [f"(has(self.spec.{f}) == has(oldSelf.spec.{f}) && (!has(self.spec.{f}) || "
-             f"self.spec.{f} == oldSelf.spec.{f}))" for f in fields]
+    fields = [
+        f.alias or name
+        for name, f in FinetuneJobSpec.model_fields.items()
+        if (f.alias or name) not in MUTABLE_AFTER_START
+    ]
+    parts = [
+        f"(has(self.spec.{f}) == has(oldSelf.spec.{f}) && (!has(self.spec.{f}) || "
+        f"self.spec.{f} == oldSelf.spec.{f}))"
+        for f in fields
+    ]
     return {
         "rule": "!has(oldSelf.status) || !has(oldSelf.status.startTime) || (" + " && ".join(parts) + ")",
         "message": "spec is immutable once the job has started, except spec.runPolicy "
-                   "(suspend, deadlines, TTL); create a new FinetuneJob instead",
+        "(suspend, deadlines, TTL); create a new FinetuneJob instead",
     }
 
 
@@ -123,8 +146,16 @@ def _object_schema(model: type[BaseModel]) -> dict[str, Any]:
     return schema
 
 
-def _crd(kind: str, plural: str, singular: str, short: list[str], scope: str, categories: list[str],
-         schema: dict[str, Any], columns: list[dict[str, Any]]) -> dict[str, Any]:
+def _crd(
+    kind: str,
+    plural: str,
+    singular: str,
+    short: list[str],
+    scope: str,
+    categories: list[str],
+    schema: dict[str, Any],
+    columns: list[dict[str, Any]],
+) -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -134,17 +165,25 @@ def _crd(kind: str, plural: str, singular: str, short: list[str], scope: str, ca
         },
         "spec": {
             "group": GROUP,
-            "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural, "singular": singular,
-                      "shortNames": short, "categories": categories},
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": singular,
+                "shortNames": short,
+                "categories": categories,
+            },
             "scope": scope,
-            "versions": [{
-                "name": VERSION,
-                "served": True,
-                "storage": True,
-                "subresources": {"status": {}},
-                "additionalPrinterColumns": columns,
-                "schema": {"openAPIV3Schema": schema},
-            }],
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": columns,
+                    "schema": {"openAPIV3Schema": schema},
+                }
+            ],
         },
     }
 
@@ -152,7 +191,7 @@ def _crd(kind: str, plural: str, singular: str, short: list[str], scope: str, ca
 def finetunejob_crd() -> dict[str, Any]:
     schema = _object_schema(FinetuneJob)
     schema["x-kubernetes-validations"] = [_immutability_rule()]
-    columns = [
+    columns: list[dict[str, Any]] = [
         {"name": "Engine", "type": "string", "jsonPath": ".status.engine"},
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {"name": "Progress", "type": "string", "jsonPath": ".status.progress.summary"},
@@ -161,20 +200,29 @@ def finetunejob_crd() -> dict[str, Any]:
         {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
         {"name": "MRR@10", "type": "number", "jsonPath": ".status.metrics.after.mrrAt10", "priority": 1},
     ]
-    return _crd("FinetuneJob", "finetunejobs", "finetunejob", ["ftj"], "Namespaced",
-                ["finetune", "all"], schema, columns)
+    return _crd(
+        "FinetuneJob",
+        "finetunejobs",
+        "finetunejob",
+        ["ftj"],
+        "Namespaced",
+        ["finetune", "all"],
+        schema,
+        columns,
+    )
 
 
 def trainingquota_crd() -> dict[str, Any]:
     schema = _object_schema(TrainingQuota)
-    columns = [
+    columns: list[dict[str, Any]] = [
         {"name": "Usage", "type": "string", "jsonPath": ".status.usageSummary"},
         {"name": "Admitted", "type": "integer", "jsonPath": ".status.admittedJobs"},
         {"name": "Queued", "type": "integer", "jsonPath": ".status.queuedJobs"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
-    return _crd("TrainingQuota", "trainingquotas", "trainingquota", ["tq"], "Cluster",
-                ["finetune"], schema, columns)
+    return _crd(
+        "TrainingQuota", "trainingquotas", "trainingquota", ["tq"], "Cluster", ["finetune"], schema, columns
+    )
 
 
 def all_crds() -> dict[str, dict[str, Any]]:

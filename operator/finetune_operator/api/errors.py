@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -49,16 +50,25 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> list[tupl
             path = f"{prefix}.{path}" if path else prefix
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown field (credentials must be given as a Secret reference)" if any(
-                w in path.lower() for w in ("key", "token", "secret", "password")) else "unknown field"
+            msg = (
+                "unknown field (credentials must be given as a Secret reference)"
+                if any(w in path.lower() for w in ("key", "token", "secret", "password"))
+                else "unknown field"
+            )
         pairs.append((path, msg))
     return pairs
+
+
+def _as_json(body: Mapping[str, Any]) -> str:
+    # Strict JSON-mode validation refuses what the API server would ("yes" for a boolean, "2" for an
+    # integer) while still reading timestamps and enums from their JSON strings.
+    return json.dumps(dict(body), default=str)
 
 
 def parse_job(body: Mapping[str, Any]) -> FinetuneJob:
     """Validate a FinetuneJob body; raise SpecError naming every offending field."""
     try:
-        return FinetuneJob.model_validate(dict(body))
+        return FinetuneJob.model_validate_json(_as_json(body), strict=True)
     except ValidationError as exc:
         raise SpecError("FinetuneJob", format_validation_error(exc)) from None
 
@@ -66,6 +76,6 @@ def parse_job(body: Mapping[str, Any]) -> FinetuneJob:
 def parse_quota(body: Mapping[str, Any]) -> TrainingQuota:
     """Validate a TrainingQuota body; raise SpecError naming every offending field."""
     try:
-        return TrainingQuota.model_validate(dict(body))
+        return TrainingQuota.model_validate_json(_as_json(body), strict=True)
     except ValidationError as exc:
         raise SpecError("TrainingQuota", format_validation_error(exc)) from None

@@ -6,18 +6,15 @@ follow LlamaIndex's `llama_index.finetuning` engines, in Kubernetes style.
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from .common import (
-    API_VERSION,
     DNS_LABEL,
     DNS_SUBDOMAIN,
     QUANTITY,
-    Condition,
     ConfigMapKeyRef,
     KubeModel,
     LocalObjectReference,
@@ -25,11 +22,25 @@ from .common import (
     OpenObject,
     SecretKeyRef,
 )
+from .jobstatus import (  # noqa: F401  (re-exported)
+    TERMINAL_PHASES,
+    CheckpointRef,
+    CheckpointStatus,
+    DatasetStatus,
+    FinetuneJobStatus,
+    MetricsStatus,
+    ModelRef,
+    Phase,
+    Progress,
+    RetrievalMetrics,
+)
 
 KIND = "FinetuneJob"
 PLURAL = "finetunejobs"
 
-STORAGE_URI = r"^(pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[^\s]*)?|s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9](/[^\s]*)?)$"
+STORAGE_URI = (
+    r"^(pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[^\s]*)?|s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9](/[^\s]*)?)$"
+)
 DATA_URL = r"^(https?://[^\s]+|s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9]/[^\s]+)$"
 SECRET_LIKE = ("sk-", "sk_", "Bearer ", "ghp_", "xoxb-", "AKIA")
 
@@ -57,44 +68,71 @@ class SentenceTransformersEngine(KubeModel):
     """Full finetune of a sentence-transformers model (the reference's SentenceTransformersFinetuneEngine)."""
 
     model: str = Field(
-        default="BAAI/bge-small-en", min_length=1,
+        default="BAAI/bge-small-en",
+        min_length=1,
         description="Model to finetune: a Hugging Face hub id, a path inside the trainer image, or "
-                    "pvc://CLAIM/PATH of a saved sentence-transformers model.")
+        "pvc://CLAIM/PATH of a saved sentence-transformers model.",
+    )
     batch_size: int = Field(default=10, ge=1, le=65536, description="Training batch size (pairs per step).")
     epochs: int = Field(default=2, ge=1, le=1000, description="Number of passes over the training pairs.")
     learning_rate: float = Field(default=2e-5, gt=0, le=1, description="Peak learning rate of AdamW.")
-    warmup_ratio: float = Field(default=0.1, ge=0, le=1,
-                                description="Fraction of the training steps used for linear warmup.")
+    warmup_ratio: float = Field(
+        default=0.1, ge=0, le=1, description="Fraction of the training steps used for linear warmup."
+    )
     loss: Literal["MultipleNegativesRankingLoss", "CachedMultipleNegativesRankingLoss"] = Field(
         default="MultipleNegativesRankingLoss",
-        description="Training loss. The cached variant keeps memory flat for large batch sizes.")
-    mini_batch_size: int = Field(default=32, ge=1, le=65536,
-                                 description="Mini-batch size of CachedMultipleNegativesRankingLoss.")
-    evaluation_steps: int = Field(default=50, ge=0,
-                                  description="Evaluate on the validation set every N steps (0 disables).")
-    use_all_docs: bool = Field(default=False,
-                               description="Make one training pair per relevant document instead of only the first.")
-    max_seq_length: int | None = Field(default=None, ge=8, le=32768,
-                                       description="Truncate inputs to this many tokens (model default if unset).")
-    trust_remote_code: bool = Field(default=False,
-                                    description="Allow custom modelling code shipped with the model.")
+        description="Training loss. The cached variant keeps memory flat for large batch sizes.",
+    )
+    mini_batch_size: int = Field(
+        default=32, ge=1, le=65536, description="Mini-batch size of CachedMultipleNegativesRankingLoss."
+    )
+    evaluation_steps: int = Field(
+        default=50, ge=0, description="Evaluate on the validation set every N steps (0 disables)."
+    )
+    use_all_docs: bool = Field(
+        default=False, description="Make one training pair per relevant document instead of only the first."
+    )
+    max_seq_length: int | None = Field(
+        default=None,
+        ge=8,
+        le=32768,
+        description="Truncate inputs to this many tokens (model default if unset).",
+    )
+    trust_remote_code: bool = Field(
+        default=False, description="Allow custom modelling code shipped with the model."
+    )
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
-        default="auto", description="auto: bf16 (or fp16) on CUDA, fp32 on CPU.")
+        default="auto", description="auto: bf16 (or fp16) on CUDA, fp32 on CPU."
+    )
 
 
 class AdapterSpec(KubeModel):
     """The adapter network placed on top of the frozen embedding model (applied to queries only)."""
 
-    model_config = KubeModel.model_config | {"json_schema_extra": {"x-kubernetes-validations": [
-        {"rule": "self.kind == 'twoLayer' || !has(self.hiddenSize)", "message": 'hiddenSize applies only to kind twoLayer'},
-    ]}}
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.kind == 'twoLayer' || !has(self.hiddenSize)",
+                    "message": "hiddenSize applies only to kind twoLayer",
+                },
+            ]
+        }
+    }
 
     kind: Literal["linear", "twoLayer"] = Field(
-        default="linear", description="linear: identity-initialised matrix; twoLayer: MLP with a hidden layer.")
-    hidden_size: int | None = Field(default=None, ge=1, le=65536,
-                                    description="Hidden size of a twoLayer adapter (default: 2x the embedding size).")
+        default="linear",
+        description="linear: identity-initialised matrix; twoLayer: MLP with a hidden layer.",
+    )
+    hidden_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=65536,
+        description="Hidden size of a twoLayer adapter (default: 2x the embedding size).",
+    )
     activation: Literal["relu", "gelu", "tanh", "silu"] = Field(
-        default="relu", description="Activation of a twoLayer adapter.")
+        default="relu", description="Activation of a twoLayer adapter."
+    )
     residual: bool = Field(default=True, description="twoLayer only: add the input to the output.")
 
     @model_validator(mode="after")
@@ -108,40 +146,55 @@ class AdapterEngine(KubeModel):
     """An adapter trained on a frozen embedding model (the reference's EmbeddingAdapterFinetuneEngine)."""
 
     base_model: str = Field(
-        default="sentence-transformers/all-MiniLM-L6-v2", min_length=1,
-        description="Frozen embedding model: hub id, image path or pvc://CLAIM/PATH.")
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        min_length=1,
+        description="Frozen embedding model: hub id, image path or pvc://CLAIM/PATH.",
+    )
     adapter: AdapterSpec = Field(default_factory=AdapterSpec, description="Shape of the adapter.")
     bias: bool = Field(default=False, description="Give the adapter's layers a bias term.")
-    dim: int | None = Field(default=None, ge=1, le=65536,
-                            description="Embedding dimension (read from the model if unset).")
+    dim: int | None = Field(
+        default=None, ge=1, le=65536, description="Embedding dimension (read from the model if unset)."
+    )
     batch_size: int = Field(default=10, ge=1, le=65536, description="Training batch size.")
     epochs: int = Field(default=1, ge=1, le=10000, description="Number of passes over the training pairs.")
     learning_rate: float = Field(default=3e-3, gt=0, le=10, description="Learning rate of AdamW.")
-    temperature: float = Field(default=0.05, gt=0, le=10,
-                               description="Softmax temperature of the in-batch ranking loss.")
+    temperature: float = Field(
+        default=0.05, gt=0, le=10, description="Softmax temperature of the in-batch ranking loss."
+    )
     continue_from: str | None = Field(
-        default=None, pattern=STORAGE_URI,
-        description="Storage URI of an adapter saved by an earlier job, to continue training from.")
+        default=None,
+        pattern=STORAGE_URI,
+        description="Storage URI of an adapter saved by an earlier job, to continue training from.",
+    )
 
 
 class OpenAIHyperparameters(KubeModel):
     """Hyperparameters of an OpenAI fine-tuning job (`method.supervised.hyperparameters`)."""
 
     epochs: int | None = Field(default=None, ge=1, le=50, description="n_epochs; provider default if unset.")
-    batch_size: int | None = Field(default=None, ge=1, le=256, description="batch_size; provider default if unset.")
+    batch_size: int | None = Field(
+        default=None, ge=1, le=256, description="batch_size; provider default if unset."
+    )
     learning_rate_multiplier: str | None = Field(
-        default=None, pattern=r"^[0-9]*\.?[0-9]+$",
-        description="learning_rate_multiplier as a decimal string, e.g. \"0.5\"; provider default if unset.")
+        default=None,
+        pattern=r"^[0-9]*\.?[0-9]+$",
+        description='learning_rate_multiplier as a decimal string, e.g. "0.5"; provider default if unset.',
+    )
 
 
 class HostedEndpoint(KubeModel):
     """Where a hosted-API engine sends its requests."""
 
     base_url: str | None = Field(
-        default=None, pattern=r"^https?://[^\s]+$",
-        description="Base URL of an OpenAI-compatible API (default https://api.openai.com/v1).")
-    api_version: str | None = Field(default=None, max_length=64,
-                                    description="API version for Azure-style deployments (sent as api-version).")
+        default=None,
+        pattern=r"^https?://[^\s]+$",
+        description="Base URL of an OpenAI-compatible API (default https://api.openai.com/v1).",
+    )
+    api_version: str | None = Field(
+        default=None,
+        max_length=64,
+        description="API version for Azure-style deployments (sent as api-version).",
+    )
     organization: str | None = Field(default=None, max_length=256, description="Organization id header.")
 
 
@@ -150,13 +203,22 @@ class OpenAIEngine(KubeModel):
 
     base_model: str = Field(default="gpt-4o-mini-2024-07-18", min_length=1, description="Model to finetune.")
     api_key_secret_ref: SecretKeyRef = Field(description="Secret key holding the API key.")
-    hyperparameters: OpenAIHyperparameters = Field(default_factory=OpenAIHyperparameters,
-                                                   description="Training hyperparameters.")
-    suffix: str | None = Field(default=None, max_length=64, pattern=r"^[a-zA-Z0-9_-]*$",
-                               description="Suffix of the fine-tuned model's name.")
+    hyperparameters: OpenAIHyperparameters = Field(
+        default_factory=OpenAIHyperparameters, description="Training hyperparameters."
+    )
+    suffix: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[a-zA-Z0-9_-]*$",
+        description="Suffix of the fine-tuned model's name.",
+    )
     seed: int | None = Field(default=None, ge=0, le=2147483647, description="Seed for reproducibility.")
-    start_job_id: str | None = Field(default=None, min_length=1, max_length=128,
-                                     description="Attach to this existing remote job instead of creating one.")
+    start_job_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="Attach to this existing remote job instead of creating one.",
+    )
     endpoint: HostedEndpoint = Field(default_factory=HostedEndpoint, description="API endpoint.")
 
 
@@ -166,26 +228,42 @@ class GradientEngine(KubeModel):
     Set either baseModelSlug (a new adapter is created) or modelAdapterId (an existing one is trained).
     """
 
-    model_config = KubeModel.model_config | {"json_schema_extra": {"x-kubernetes-validations": [
-        {"rule": 'has(self.baseModelSlug) != has(self.modelAdapterId)', "message": 'set exactly one of baseModelSlug or modelAdapterId'},
-    ]}}
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.baseModelSlug) != has(self.modelAdapterId)",
+                    "message": "set exactly one of baseModelSlug or modelAdapterId",
+                },
+            ]
+        }
+    }
 
-    base_model_slug: str | None = Field(default=None, min_length=1,
-                                        description="Base model to create a new adapter on, e.g. llama2-7b-chat.")
-    model_adapter_id: str | None = Field(default=None, min_length=1,
-                                         description="Existing model adapter to continue training.")
+    base_model_slug: str | None = Field(
+        default=None, min_length=1, description="Base model to create a new adapter on, e.g. llama2-7b-chat."
+    )
+    model_adapter_id: str | None = Field(
+        default=None, min_length=1, description="Existing model adapter to continue training."
+    )
     name: str | None = Field(default=None, max_length=128, description="Name of the new adapter.")
     rank: int | None = Field(default=None, ge=1, le=1024, description="LoRA rank of the new adapter.")
-    learning_rate: float | None = Field(default=None, gt=0, le=1, description="Learning rate of the new adapter.")
+    learning_rate: float | None = Field(
+        default=None, gt=0, le=1, description="Learning rate of the new adapter."
+    )
     batch_size: int = Field(default=10, ge=1, le=10000, description="Samples sent per fine-tune call.")
     max_steps: int | None = Field(default=None, ge=1, description="Stop after this many fine-tune calls.")
     epochs: int = Field(default=1, ge=1, le=1000, description="Passes over the inputs.")
-    host: str | None = Field(default=None, pattern=r"^https?://[^\s]+$",
-                             description="API host. Gradient's public service closed in 2024: set a compatible host.")
+    host: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s]+$",
+        description="API host. Gradient's public service closed in 2024: set a compatible host.",
+    )
     workspace_id: str | None = Field(default=None, max_length=256, description="Workspace id.")
     access_token_secret_ref: SecretKeyRef = Field(description="Secret key holding the access token.")
     delete_adapter_on_cancel: bool = Field(
-        default=False, description="Delete an adapter this job created when the job is deleted before finishing.")
+        default=False,
+        description="Delete an adapter this job created when the job is deleted before finishing.",
+    )
 
     @model_validator(mode="after")
     def _one_model(self) -> GradientEngine:
@@ -199,16 +277,27 @@ class GradientEngine(KubeModel):
 class EngineSpec(KubeModel):
     """The training engine. Set exactly one field."""
 
-    model_config = KubeModel.model_config | {"json_schema_extra": {"x-kubernetes-validations": [
-        {"rule": '[has(self.sentenceTransformers), has(self.adapter), has(self.openai), has(self.gradient)].filter(x, x).size() == 1', "message": 'set exactly one engine: sentenceTransformers, adapter, openai or gradient'},
-    ]}}
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "[has(self.sentenceTransformers), has(self.adapter), has(self.openai), has(self.gradient)].filter(x, x).size() == 1",
+                    "message": "set exactly one engine: sentenceTransformers, adapter, openai or gradient",
+                },
+            ]
+        }
+    }
 
     sentence_transformers: SentenceTransformersEngine | None = Field(
-        default=None, description="Full finetune of a sentence-transformers model in a GPU pod.")
+        default=None, description="Full finetune of a sentence-transformers model in a GPU pod."
+    )
     adapter: AdapterEngine | None = Field(
-        default=None, description="Adapter on a frozen embedding model, in a GPU pod.")
+        default=None, description="Adapter on a frozen embedding model, in a GPU pod."
+    )
     openai: OpenAIEngine | None = Field(default=None, description="Finetune through the OpenAI API.")
-    gradient: GradientEngine | None = Field(default=None, description="Finetune through a Gradient-compatible API.")
+    gradient: GradientEngine | None = Field(
+        default=None, description="Finetune through a Gradient-compatible API."
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> EngineSpec:
@@ -241,13 +330,21 @@ def _attr(kind: EngineKind) -> str:
 class PvcPath(KubeModel):
     """A file or directory on a PersistentVolumeClaim."""
 
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {"rule": "!self.path.contains('..')", "message": "path must not contain '..'"},
+            ]
+        }
+    }
+
     claim_name: str = Field(description="Name of the PersistentVolumeClaim.", pattern=DNS_SUBDOMAIN)
     path: str = Field(description="Path inside the volume.", min_length=1, pattern=r"^[^\s]+$")
 
     @field_validator("path")
     @classmethod
     def _no_escape(cls, value: str) -> str:
-        if ".." in value.split("/"):
+        if ".." in value:
             raise ValueError("path must not contain '..'")
         return value
 
@@ -255,9 +352,16 @@ class PvcPath(KubeModel):
 class DataSource(KubeModel):
     """Where a file comes from. Set exactly one of configMap, pvc or url."""
 
-    model_config = KubeModel.model_config | {"json_schema_extra": {"x-kubernetes-validations": [
-        {"rule": '[has(self.configMap), has(self.pvc), has(self.url)].filter(x, x).size() == 1', "message": 'set exactly one of configMap, pvc or url'},
-    ]}}
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "[has(self.configMap), has(self.pvc), has(self.url)].filter(x, x).size() == 1",
+                    "message": "set exactly one of configMap, pvc or url",
+                },
+            ]
+        }
+    }
 
     config_map: ConfigMapKeyRef | None = Field(default=None, description="A key of a ConfigMap.")
     pvc: PvcPath | None = Field(default=None, description="A path on a PersistentVolumeClaim.")
@@ -276,7 +380,9 @@ class LLMEndpoint(KubeModel):
 
     base_url: str = Field(pattern=r"^https?://[^\s]+$", description="Base URL, e.g. http://vllm.llm:8000/v1.")
     model: str = Field(min_length=1, description="Model name to request.")
-    api_key_secret_ref: SecretKeyRef | None = Field(default=None, description="Secret key holding the API key.")
+    api_key_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding the API key."
+    )
     temperature: float = Field(default=0.2, ge=0, le=2, description="Sampling temperature.")
     max_concurrency: int = Field(default=4, ge=1, le=256, description="Requests in flight at once.")
     max_retries: int = Field(default=5, ge=0, le=50, description="Retries per request, with backoff.")
@@ -303,22 +409,43 @@ context information provided."
 class GenerateSpec(KubeModel):
     """Generate an EmbeddingQAFinetuneDataset from documents with an LLM (generate_qa_embedding_pairs)."""
 
-    model_config = KubeModel.model_config | {"json_schema_extra": {"x-kubernetes-validations": [
-        {"rule": 'self.chunkOverlap < self.chunkSize', "message": 'chunkOverlap must be smaller than chunkSize'},
-    ]}}
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.chunkOverlap < self.chunkSize",
+                    "message": "chunkOverlap must be smaller than chunkSize",
+                },
+                {
+                    "rule": "self.promptTemplate.contains('{context_str}') && "
+                    "self.promptTemplate.contains('{num_questions_per_chunk}')",
+                    "message": "promptTemplate must contain {context_str} and {num_questions_per_chunk}",
+                },
+            ]
+        }
+    }
 
-    documents: list[DataSource] = Field(min_length=1, description="Documents: text, Markdown, HTML or PDF files.")
+    documents: list[DataSource] = Field(
+        min_length=1, description="Documents: text, Markdown, HTML or PDF files."
+    )
     llm: LLMEndpoint = Field(description="The LLM that writes the questions.")
     questions_per_chunk: int = Field(default=2, ge=1, le=50, description="Questions asked per chunk.")
     prompt_template: str = Field(
-        default=DEFAULT_QA_PROMPT, min_length=1,
-        description="Prompt with {context_str} and {num_questions_per_chunk} placeholders.")
+        default=DEFAULT_QA_PROMPT,
+        min_length=1,
+        description="Prompt with {context_str} and {num_questions_per_chunk} placeholders.",
+    )
     chunk_size: int = Field(default=1024, ge=64, le=100000, description="Chunk size in characters.")
-    chunk_overlap: int = Field(default=128, ge=0, le=50000, description="Overlap between chunks in characters.")
-    validation_fraction: float = Field(default=0.2, ge=0, lt=1,
-                                       description="Fraction of generated queries kept for validation.")
+    chunk_overlap: int = Field(
+        default=128, ge=0, le=50000, description="Overlap between chunks in characters."
+    )
+    validation_fraction: float = Field(
+        default=0.2, ge=0, lt=1, description="Fraction of generated queries kept for validation."
+    )
     save_every: int = Field(default=20, ge=1, description="Save partial results every N chunks.")
-    generate_only: bool = Field(default=False, description="Stop after generation so the dataset can be reviewed.")
+    generate_only: bool = Field(
+        default=False, description="Stop after generation so the dataset can be reviewed."
+    )
 
     @field_validator("prompt_template")
     @classmethod
@@ -338,20 +465,34 @@ class GenerateSpec(KubeModel):
 class DatasetSpec(KubeModel):
     """Training data. Either train (and optionally validation) or generate."""
 
-    model_config = KubeModel.model_config | {"json_schema_extra": {"x-kubernetes-validations": [
-        {"rule": 'has(self.train) != has(self.generate)', "message": 'set exactly one of train or generate'},
-        {"rule": '!has(self.generate) || !has(self.validation)', "message": 'validation cannot be combined with generate'},
-    ]}}
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.train) != has(self.generate)",
+                    "message": "set exactly one of train or generate",
+                },
+                {
+                    "rule": "!has(self.generate) || !has(self.validation)",
+                    "message": "validation cannot be combined with generate",
+                },
+            ]
+        }
+    }
 
     format: Literal["embeddingQA", "chat", "inputs"] | None = Field(
         default=None,
         description="embeddingQA: EmbeddingQAFinetuneDataset JSON (embedding engines); chat: chat JSONL "
-                    "(openai); inputs: inputs JSONL (gradient). Inferred from the engine if unset.")
+        "(openai); inputs: inputs JSONL (gradient). Inferred from the engine if unset.",
+    )
     train: DataSource | None = Field(default=None, description="Training data.")
     validation: DataSource | None = Field(default=None, description="Validation data (held out).")
     validation_split: float = Field(
-        default=0.1, ge=0, lt=1,
-        description="Fraction of the training queries held out for evaluation when no validation is given.")
+        default=0.1,
+        ge=0,
+        lt=1,
+        description="Fraction of the training queries held out for evaluation when no validation is given.",
+    )
     generate: GenerateSpec | None = Field(default=None, description="Generate the dataset from documents.")
 
     @model_validator(mode="after")
@@ -369,30 +510,39 @@ class DatasetSpec(KubeModel):
 class OutputSpec(KubeModel):
     """Where checkpoints and the final model go."""
 
-    storage_uri: str = Field(pattern=STORAGE_URI,
-                             description="pvc://CLAIM/PATH or s3://BUCKET/PATH. The job's files go below it.")
-    checkpoint_steps: int | None = Field(default=None, ge=1,
-                                         description="Save a checkpoint every N steps (operator default if unset).")
+    storage_uri: str = Field(
+        pattern=STORAGE_URI, description="pvc://CLAIM/PATH or s3://BUCKET/PATH. The job's files go below it."
+    )
+    checkpoint_steps: int | None = Field(
+        default=None, ge=1, description="Save a checkpoint every N steps (operator default if unset)."
+    )
     keep_checkpoints: int = Field(default=3, ge=1, le=100, description="How many newest checkpoints to keep.")
 
 
 class S3Spec(KubeModel):
     """S3 settings for s3:// data and output URIs."""
 
-    endpoint_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$",
-                                     description="S3-compatible endpoint (MinIO, Ceph); AWS if unset.")
+    endpoint_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s]+$",
+        description="S3-compatible endpoint (MinIO, Ceph); AWS if unset.",
+    )
     region: str | None = Field(default=None, description="Region.")
     credentials_secret_ref: LocalObjectReference | None = Field(
         default=None,
-        description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (workload identity if unset).")
+        description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (workload identity if unset).",
+    )
 
 
 class GpuSpec(KubeModel):
     """GPUs for the trainer pod."""
 
     count: int = Field(default=1, ge=0, le=64, description="Number of GPUs (0 runs on CPU).")
-    resource_name: str = Field(default="nvidia.com/gpu", pattern=r"^[a-z0-9.-]+/[a-z0-9._-]+$",
-                               description="Extended resource name of the device plugin.")
+    resource_name: str = Field(
+        default="nvidia.com/gpu",
+        pattern=r"^[a-z0-9.-]+/[a-z0-9._-]+$",
+        description="Extended resource name of the device plugin.",
+    )
 
 
 class Toleration(KubeModel):
@@ -402,7 +552,8 @@ class Toleration(KubeModel):
     operator: Literal["Exists", "Equal"] = Field(default="Equal", description="Exists or Equal.")
     value: str | None = Field(default=None, description="Taint value for Equal.")
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
-        default=None, description="Taint effect to match; all if unset.")
+        default=None, description="Taint effect to match; all if unset."
+    )
     toleration_seconds: int | None = Field(default=None, description="For NoExecute: how long to stay bound.")
 
 
@@ -411,7 +562,9 @@ class ResourcesSpec(KubeModel):
 
     gpu: GpuSpec = Field(default_factory=GpuSpec, description="GPUs.")
     cpu: str = Field(default="4", pattern=QUANTITY, description="CPU request and limit (a quantity).")
-    memory: str = Field(default="16Gi", pattern=QUANTITY, description="Memory request and limit (a quantity).")
+    memory: str = Field(
+        default="16Gi", pattern=QUANTITY, description="Memory request and limit (a quantity)."
+    )
 
 
 class PlacementSpec(KubeModel):
@@ -421,45 +574,86 @@ class PlacementSpec(KubeModel):
     node_selector: dict[str, str] | None = Field(default=None, description="Node labels the pod requires.")
     tolerations: list[Toleration] | None = Field(default=None, description="Taints the pod tolerates.")
     affinity: OpenObject | None = Field(default=None, description="A core/v1 Affinity, passed through.")
-    priority_class_name: str | None = Field(default=None, pattern=DNS_SUBDOMAIN,
-                                            description="PriorityClass of the trainer pod; also orders quota queues.")
+    priority_class_name: str | None = Field(
+        default=None,
+        pattern=DNS_SUBDOMAIN,
+        description="PriorityClass of the trainer pod; also orders quota queues.",
+    )
     image: str | None = Field(default=None, min_length=1, description="Trainer image override.")
-    image_pull_secrets: list[LocalObjectReference] | None = Field(default=None,
-                                                                  description="Pull secrets for the image.")
+    image_pull_secrets: list[LocalObjectReference] | None = Field(
+        default=None, description="Pull secrets for the image."
+    )
     service_account_name: str | None = Field(
-        default=None, pattern=DNS_SUBDOMAIN,
+        default=None,
+        pattern=DNS_SUBDOMAIN,
         description="Run the trainer as this ServiceAccount (e.g. for cloud storage identity) instead of the "
-                    "per-job one; the per-job status Role is bound to it too.")
+        "per-job one; the per-job status Role is bound to it too.",
+    )
 
 
 class RunPolicy(KubeModel):
     """Retries, deadlines, cleanup, suspension and queueing."""
 
-    backoff_limit: int = Field(default=3, ge=0, le=100,
-                               description="Failed attempts retried (from the newest checkpoint) before Failed. "
-                                           "Disruptions (eviction, preemption) do not count.")
-    active_deadline_seconds: int | None = Field(default=None, ge=1,
-                                                description="Fail with DeadlineExceeded after this long running.")
-    ttl_seconds_after_finished: int | None = Field(default=None, ge=0,
-                                                   description="Delete the FinetuneJob this long after it finished.")
-    suspend: bool = Field(default=False,
-                          description="true stops the running attempt after a checkpoint; false resumes it.")
-    queue_name: str | None = Field(default=None, pattern=DNS_LABEL,
-                                   description="Queue for quota admission (Kueue LocalQueue in Kueue mode).")
+    backoff_limit: int = Field(
+        default=3,
+        ge=0,
+        le=100,
+        description="Failed attempts retried (from the newest checkpoint) before Failed. "
+        "Disruptions (eviction, preemption) do not count.",
+    )
+    active_deadline_seconds: int | None = Field(
+        default=None, ge=1, description="Fail with DeadlineExceeded after this long running."
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0, description="Delete the FinetuneJob this long after it finished."
+    )
+    suspend: bool = Field(
+        default=False, description="true stops the running attempt after a checkpoint; false resumes it."
+    )
+    queue_name: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL,
+        description="Queue for quota admission (Kueue LocalQueue in Kueue mode).",
+    )
 
 
 class FinetuneJobSpec(KubeModel):
     """Desired state of a FinetuneJob."""
 
-    model_config = KubeModel.model_config | {"json_schema_extra": {"x-kubernetes-validations": [
-        {"rule": '!(has(self.engine.sentenceTransformers) || has(self.engine.adapter)) || (has(self.output) && has(self.dataset))', "message": 'output and dataset are required for in-cluster engines (sentenceTransformers, adapter)'},
-    ]}}
+    model_config = KubeModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!(has(self.engine.sentenceTransformers) || has(self.engine.adapter)) || (has(self.output) && has(self.dataset))",
+                    "message": "output and dataset are required for in-cluster engines (sentenceTransformers, adapter)",
+                },
+                {
+                    "rule": "has(self.dataset) || (has(self.engine.openai) && has(self.engine.openai.startJobId))",
+                    "message": "dataset is required unless engine.openai.startJobId attaches to a remote job",
+                },
+                {
+                    "rule": "!has(self.dataset) || !has(self.dataset.format) || (self.dataset.format == 'chat' ? "
+                    "has(self.engine.openai) : self.dataset.format == 'inputs' ? has(self.engine.gradient) : "
+                    "(has(self.engine.sentenceTransformers) || has(self.engine.adapter)))",
+                    "message": "dataset.format does not fit the engine (embeddingQA: sentenceTransformers or adapter; "
+                    "chat: openai; inputs: gradient)",
+                },
+                {
+                    "rule": "!has(self.dataset) || !has(self.dataset.generate) || has(self.engine.sentenceTransformers) "
+                    "|| has(self.engine.adapter)",
+                    "message": "dataset.generate makes embedding data; use it with sentenceTransformers or adapter",
+                },
+            ]
+        }
+    }
 
     engine: EngineSpec = Field(description="The training engine; set exactly one.")
-    dataset: DatasetSpec | None = Field(default=None,
-                                        description="Training data (not needed to attach to a remote job).")
-    output: OutputSpec | None = Field(default=None,
-                                      description="Checkpoints and model location (required for in-cluster engines).")
+    dataset: DatasetSpec | None = Field(
+        default=None, description="Training data (not needed to attach to a remote job)."
+    )
+    output: OutputSpec | None = Field(
+        default=None, description="Checkpoints and model location (required for in-cluster engines)."
+    )
     s3: S3Spec | None = Field(default=None, description="S3 settings for s3:// URIs.")
     placement: PlacementSpec = Field(default_factory=PlacementSpec, description="Trainer pod placement.")
     run_policy: RunPolicy = Field(default_factory=RunPolicy, description="Retries, deadlines, suspension.")
@@ -473,17 +667,26 @@ class FinetuneJobSpec(KubeModel):
                 raise ValueError("output is required for in-cluster engines (sentenceTransformers, adapter)")
             if self.dataset is None:
                 raise ValueError("dataset is required for in-cluster engines")
-        elif self.dataset is None and not (kind == EngineKind.OPENAI and self.engine.openai
-                                           and self.engine.openai.start_job_id):
+        elif self.dataset is None and not (
+            kind == EngineKind.OPENAI and self.engine.openai and self.engine.openai.start_job_id
+        ):
             raise ValueError("dataset is required unless engine.openai.startJobId attaches to a remote job")
         if self.dataset is not None and self.dataset.format is not None:
-            expected = {"sentenceTransformers": "embeddingQA", "adapter": "embeddingQA",
-                        "openai": "chat", "gradient": "inputs"}[kind.value]
+            expected = {
+                "sentenceTransformers": "embeddingQA",
+                "adapter": "embeddingQA",
+                "openai": "chat",
+                "gradient": "inputs",
+            }[kind.value]
             if self.dataset.format != expected:
-                raise ValueError(f"dataset.format {self.dataset.format} does not fit engine {kind.value} "
-                                 f"(expected {expected})")
+                raise ValueError(
+                    f"dataset.format {self.dataset.format} does not fit engine {kind.value} "
+                    f"(expected {expected})"
+                )
         if self.dataset is not None and self.dataset.generate is not None and kind not in IN_CLUSTER_ENGINES:
-            raise ValueError("dataset.generate makes embedding data; use it with sentenceTransformers or adapter")
+            raise ValueError(
+                "dataset.generate makes embedding data; use it with sentenceTransformers or adapter"
+            )
         return self
 
     @property
@@ -493,126 +696,15 @@ class FinetuneJobSpec(KubeModel):
         return {"openai": "chat", "gradient": "inputs"}.get(self.engine.kind.value, "embeddingQA")
 
 
-# ---------------------------------------------------------------------------- status
-
-
-class Phase(StrEnum):
-    PENDING = "Pending"
-    QUEUED = "Queued"
-    RUNNING = "Running"
-    SUSPENDED = "Suspended"
-    SUCCEEDED = "Succeeded"
-    FAILED = "Failed"
-
-
-TERMINAL_PHASES = (Phase.SUCCEEDED, Phase.FAILED)
-
-
-class Progress(KubeModel):
-    """Training progress as last reported by the trainer or provider."""
-
-    step: int = Field(default=0, ge=0, description="Optimizer steps done.")
-    summary: str | None = Field(default=None, description="Progress in one string, e.g. 120/500 (24%).")
-    total_steps: int | None = Field(default=None, ge=0, description="Optimizer steps planned.")
-    epoch: float | None = Field(default=None, ge=0, description="Fractional epoch.")
-    loss: float | None = Field(default=None, description="Latest training loss.")
-    eta_seconds: int | None = Field(default=None, ge=0, description="Estimated seconds to finish training.")
-    percent: int | None = Field(default=None, ge=0, le=100, description="step / totalSteps in percent.")
-    stage: str | None = Field(default=None, description="Current trainer step (data, evaluate, train, save, ...).")
-    update_time: datetime | None = Field(default=None, description="When this was reported.")
-
-
-class CheckpointRef(KubeModel):
-    """One saved checkpoint."""
-
-    step: int = Field(ge=0, description="Step the checkpoint was taken at.")
-    uri: str | None = Field(default=None, description="Where it is stored.")
-    time: datetime | None = Field(default=None, description="When it was saved.")
-    model_id: str | None = Field(default=None, description="Hosted providers: the checkpoint model id.")
-    loss: float | None = Field(default=None, description="Training loss at the checkpoint.")
-
-
-class CheckpointStatus(KubeModel):
-    """Saved checkpoints."""
-
-    latest: CheckpointRef | None = Field(default=None, description="The newest checkpoint.")
-    items: list[CheckpointRef] | None = Field(default=None, max_length=20,
-                                              description="Newest checkpoints, bounded.")
-
-
-class RetrievalMetrics(KubeModel):
-    """Retrieval metrics on the validation set."""
-
-    hit_rate_at1: float | None = Field(default=None, ge=0, le=1, description="Accuracy@1.")
-    hit_rate_at_k: float | None = Field(default=None, ge=0, le=1, description="Accuracy@k (k below).")
-    k: int | None = Field(default=None, ge=1, description="k of hitRateAtK.")
-    mrr_at10: float | None = Field(default=None, ge=0, le=1, description="MRR@10.")
-    ndcg_at10: float | None = Field(default=None, ge=0, le=1, description="NDCG@10.")
-    queries: int | None = Field(default=None, ge=0, description="Validation queries evaluated.")
-
-
-class MetricsStatus(KubeModel):
-    """Evaluation before and after training."""
-
-    before: RetrievalMetrics | None = Field(default=None, description="The base model.")
-    after: RetrievalMetrics | None = Field(default=None, description="The finetuned model.")
-    train_loss: float | None = Field(default=None, description="Final training loss.")
-    trained_tokens: int | None = Field(default=None, ge=0, description="Hosted engines: billed trained tokens.")
-    samples_per_second: float | None = Field(default=None, ge=0, description="Training throughput.")
-    wall_seconds: float | None = Field(default=None, ge=0, description="Training wall time.")
-
-
-class ModelRef(KubeModel):
-    """The resulting model."""
-
-    storage_uri: str | None = Field(default=None, description="Where the model was saved (in-cluster engines).")
-    format: str | None = Field(default=None, description="sentence-transformers, adapter, openai or gradient.")
-    base_model: str | None = Field(default=None, description="The model that was finetuned.")
-    provider_model_id: str | None = Field(default=None, description="OpenAI: the fine_tuned_model id.")
-    adapter_id: str | None = Field(default=None, description="Gradient: the model adapter id.")
-    name: str | None = Field(default=None, description="The model in one string: storage URI or provider id.")
-
-
-class DatasetStatus(KubeModel):
-    """What the job trained on."""
-
-    train_uri: str | None = Field(default=None, description="Training data used (generated or given).")
-    validation_uri: str | None = Field(default=None, description="Validation data used.")
-    train_queries: int | None = Field(default=None, ge=0, description="Training queries / examples.")
-    validation_queries: int | None = Field(default=None, ge=0, description="Validation queries / examples.")
-    corpus_size: int | None = Field(default=None, ge=0, description="Documents in the corpus.")
-
-
-class FinetuneJobStatus(KubeModel):
-    """Observed state of a FinetuneJob, computed by the operator."""
-
-    phase: Phase | None = Field(default=None, description="Pending, Queued, Running, Suspended, Succeeded or Failed.")
-    engine: str | None = Field(default=None, description="The engine in use (for printer columns).")
-    conditions: list[Condition] | None = Field(default=None, description="Admitted, Running, Succeeded, Failed, "
-                                                                        "Suspended and Ready conditions.")
-    observed_generation: int | None = Field(default=None, description="Generation the status reflects.")
-    message: str | None = Field(default=None, description="Human-readable summary of the current state.")
-    start_time: datetime | None = Field(default=None, description="When the first attempt started.")
-    completion_time: datetime | None = Field(default=None, description="When the job finished.")
-    attempts: int | None = Field(default=None, ge=0, description="Attempts started so far.")
-    failed_attempts: int | None = Field(default=None, ge=0, description="Attempts that failed (not disruptions).")
-    progress: Progress | None = Field(default=None, description="Training progress.")
-    checkpoints: CheckpointStatus | None = Field(default=None, description="Saved checkpoints.")
-    metrics: MetricsStatus | None = Field(default=None, description="Evaluation and training metrics.")
-    model: ModelRef | None = Field(default=None, description="The resulting model.")
-    dataset: DatasetStatus | None = Field(default=None, description="The data the job trained on.")
-    remote_job_id: str | None = Field(default=None, description="Hosted engines: the provider's job id.")
-    queue_position: int | None = Field(default=None, ge=1, description="Position in the quota queue when Queued.")
-    admitted_by: list[str] | None = Field(default=None, description="TrainingQuotas that admitted the job.")
-
-
 class FinetuneJob(KubeModel):
     """A finetune of an embedding model or LLM, run in-cluster on GPUs or through a hosted API."""
 
     model_config = KubeModel.model_config | {"extra": "ignore"}
 
-    api_version: Literal["finetune.dev/v1alpha1"] = Field(default=API_VERSION, description="finetune.dev/v1alpha1")
-    kind: Literal["FinetuneJob"] = Field(default=KIND, description="FinetuneJob")
+    api_version: Literal["finetune.dev/v1alpha1"] = Field(
+        default="finetune.dev/v1alpha1", description="finetune.dev/v1alpha1"
+    )
+    kind: Literal["FinetuneJob"] = Field(default="FinetuneJob", description="FinetuneJob")
     metadata: ObjectMetaLite = Field(default_factory=ObjectMetaLite, description="Standard object metadata.")
     spec: FinetuneJobSpec = Field(description="Desired state.")
     status: FinetuneJobStatus | None = Field(default=None, description="Observed state.")
@@ -626,6 +718,10 @@ def engine_summary(spec: FinetuneJobSpec) -> dict[str, Any]:
     """A short description of the engine for tables and events."""
     kind = spec.engine.kind
     eng = getattr(spec.engine, _attr(kind))
-    model = getattr(eng, "model", None) or getattr(eng, "base_model", None) or getattr(
-        eng, "base_model_slug", None) or getattr(eng, "model_adapter_id", None)
+    model = (
+        getattr(eng, "model", None)
+        or getattr(eng, "base_model", None)
+        or getattr(eng, "base_model_slug", None)
+        or getattr(eng, "model_adapter_id", None)
+    )
     return {"engine": kind.value, "model": model}

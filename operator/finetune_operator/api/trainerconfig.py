@@ -57,12 +57,16 @@ class TrainerConfig(KubeModel):
     spec: FinetuneJobSpec = Field(description="The FinetuneJob spec, as validated by the operator.")
     train: str | None = Field(default=None, description="Resolved training data location.")
     validation: str | None = Field(default=None, description="Resolved validation data location.")
-    documents: list[str] = Field(default_factory=list, description="Resolved documents for dataset generation.")
+    documents: list[str] = Field(
+        default_factory=list, description="Resolved documents for dataset generation."
+    )
     output_dir: str = Field(description="Where this job's files go: a local path or an s3:// URI.")
     output_uri: str = Field(description="The same place as users see it (pvc://CLAIM/PATH or s3://...).")
     checkpoint_steps: int = Field(default=100, ge=1, description="Checkpoint every N steps.")
     keep_checkpoints: int = Field(default=3, ge=1, description="Keep the newest K checkpoints.")
     report: ReportSpec = Field(default_factory=ReportSpec, description="Status reporting.")
     s3: S3Access | None = Field(default=None, description="S3 client settings.")
-    result_path: str | None = Field(default="/dev/termination-log",
-                                    description="Where the result JSON is also written (termination message).")
+    result_path: str | None = Field(
+        default="/dev/termination-log",
+        description="Where the result JSON is also written (termination message).",
+    )

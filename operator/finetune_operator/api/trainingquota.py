@@ -16,15 +16,20 @@ PLURAL = "trainingquotas"
 class GpuLimit(KubeModel):
     """GPUs of one extended resource name, summed over admitted in-cluster jobs."""
 
-    resource_name: str = Field(default="nvidia.com/gpu", pattern=r"^[a-z0-9.-]+/[a-z0-9._-]+$",
-                               description="Extended resource name, e.g. nvidia.com/gpu.")
+    resource_name: str = Field(
+        default="nvidia.com/gpu",
+        pattern=r"^[a-z0-9.-]+/[a-z0-9._-]+$",
+        description="Extended resource name, e.g. nvidia.com/gpu.",
+    )
     count: int = Field(ge=0, description="Most GPUs admitted at once.")
 
 
 class TokenBudget(KubeModel):
     """Hosted-provider trained tokens per rolling window."""
 
-    provider: Literal["openai", "gradient", "any"] = Field(default="any", description="Which hosted engine counts.")
+    provider: Literal["openai", "gradient", "any"] = Field(
+        default="any", description="Which hosted engine counts."
+    )
     tokens: int = Field(ge=0, description="Most trained tokens in any window.")
     window: str = Field(default="24h", pattern=DURATION, description="Rolling window, e.g. 24h or 30d.")
 
@@ -39,8 +44,9 @@ class TokenBudget(KubeModel):
 class GpuHoursBudget(KubeModel):
     """GPU-hours per rolling window."""
 
-    resource_name: str = Field(default="nvidia.com/gpu", pattern=r"^[a-z0-9.-]+/[a-z0-9._-]+$",
-                               description="Extended resource name.")
+    resource_name: str = Field(
+        default="nvidia.com/gpu", pattern=r"^[a-z0-9.-]+/[a-z0-9._-]+$", description="Extended resource name."
+    )
     hours: float = Field(ge=0, description="Most GPU-hours in any window.")
     window: str = Field(default="24h", pattern=DURATION, description="Rolling window, e.g. 24h or 7d.")
 
@@ -64,8 +70,9 @@ class QuotaLimits(KubeModel):
 class TrainingQuotaSpec(KubeModel):
     """Which namespaces a quota covers and its limits."""
 
-    namespace_selector: LabelSelector = Field(default_factory=LabelSelector,
-                                              description="Namespaces covered (empty selects all).")
+    namespace_selector: LabelSelector = Field(
+        default_factory=LabelSelector, description="Namespaces covered (empty selects all)."
+    )
     limits: QuotaLimits = Field(default_factory=QuotaLimits, description="The limits.")
 
 
@@ -94,9 +101,10 @@ class TrainingQuota(KubeModel):
 
     model_config = KubeModel.model_config | {"extra": "ignore"}
 
-    api_version: Literal["finetune.dev/v1alpha1"] = Field(default="finetune.dev/v1alpha1",
-                                                          description="finetune.dev/v1alpha1")
-    kind: Literal["TrainingQuota"] = Field(default=KIND, description="TrainingQuota")
+    api_version: Literal["finetune.dev/v1alpha1"] = Field(
+        default="finetune.dev/v1alpha1", description="finetune.dev/v1alpha1"
+    )
+    kind: Literal["TrainingQuota"] = Field(default="TrainingQuota", description="TrainingQuota")
     metadata: ObjectMetaLite = Field(default_factory=ObjectMetaLite, description="Standard object metadata.")
     spec: TrainingQuotaSpec = Field(default_factory=TrainingQuotaSpec, description="Desired limits.")
     status: TrainingQuotaStatus | None = Field(default=None, description="Observed usage.")
