@@ -1,63 +1,31 @@
-"""The emulated kube-apiserver over real HTTP (aiohttp), its controllers, and a real kopf operator on it."""
+"""The emulated kube-apiserver over real HTTP (aiohttp): every API-server semantic it promises."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-import json
-import logging
 import pathlib
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from emulator_support import (
+    CM,
+    CRDS,
+    FTJ,
+    JSONPATCH,
+    MERGE,
+    TQ,
+    call,
+    crd,
+    ftj,
+    watch_events,
+)
 
-from finetune_operator.local.controllers import FakeKubelet
 from finetune_operator.local.emulator import Emulator, load_crds
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(10)]
-
-FTJ = "/apis/finetune.dev/v1alpha1/namespaces/default/finetunejobs"
-TQ = "/apis/finetune.dev/v1alpha1/trainingquotas"
-CM = "/api/v1/namespaces/default/configmaps"
-JOBS = "/apis/batch/v1/namespaces/default/jobs"
-MERGE = {"Content-Type": "application/merge-patch+json"}
-JSONPATCH = {"Content-Type": "application/json-patch+json"}
-
-
-def crd(kind: str, plural: str, scope: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.finetune.dev"},
-        "spec": {
-            "group": "finetune.dev",
-            "scope": scope,
-            "names": {
-                "plural": plural,
-                "singular": kind.lower(),
-                "kind": kind,
-                "shortNames": [kind[:3].lower()],
-            },
-            "versions": [
-                {
-                    "name": "v1alpha1",
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "schema": {
-                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-                    },
-                }
-            ],
-        },
-    }
-
-
-CRDS = [crd("FinetuneJob", "finetunejobs", "Namespaced"), crd("TrainingQuota", "trainingquotas", "Cluster")]
 
 
 @pytest.fixture
@@ -70,55 +38,6 @@ async def emu() -> AsyncIterator[Emulator]:
 async def http(emu: Emulator) -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(emu.url) as session:
         yield session
-
-
-async def call(
-    http: aiohttp.ClientSession, method: str, path: str, body: Any = None, **kw: Any
-) -> tuple[int, Any]:
-    async with http.request(method, path, json=body, **kw) as resp:
-        return resp.status, await resp.json(content_type=None)
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
-
-
-def ftj(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "finetune.dev/v1alpha1",
-        "kind": "FinetuneJob",
-        "metadata": {"name": name},
-        "spec": spec or {"model": "m"},
-    }
-
-
-async def watch_events(
-    http: aiohttp.ClientSession,
-    path: str,
-    params: dict[str, str],
-    count: int | None = None,
-    timeout: float = 5.0,
-) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    async with http.get(path, params={"watch": "true", **params}) as resp:
-        assert resp.status == 200
-
-        async def read() -> None:
-            async for line in resp.content:
-                if line.strip():
-                    events.append(json.loads(line))
-                    if count is not None and len(events) >= count:
-                        return
-
-        await asyncio.wait_for(read(), timeout)
-    return events
 
 
 # --- create / get / errors -----------------------------------------------------------------------
@@ -498,263 +417,18 @@ async def test_watch_a_single_named_object(http: aiohttp.ClientSession) -> None:
     assert [e["object"]["metadata"]["name"] for e in events] == ["b"]
 
 
-# --- controllers ---------------------------------------------------------------------------------
-
-
-async def test_garbage_collection_cascades(emu: Emulator, http: aiohttp.ClientSession) -> None:
-    _, owner = await call(http, "POST", FTJ, ftj("owner"))
-    ref = {
-        "apiVersion": "finetune.dev/v1alpha1",
-        "kind": "FinetuneJob",
-        "name": "owner",
-        "uid": owner["metadata"]["uid"],
-        "controller": True,
-    }
-    await call(http, "POST", CM, {"metadata": {"name": "child", "ownerReferences": [ref]}})
-    await call(
-        http,
-        "POST",
-        CM,
-        {
-            "metadata": {
-                "name": "grandchild",
-                "ownerReferences": [
-                    {
-                        "apiVersion": "v1",
-                        "kind": "ConfigMap",
-                        "name": "child",
-                        "uid": emu.store.get("configmaps", "default", "child")["metadata"]["uid"],
-                    }
-                ],
-            }
-        },
-    )
-    await call(http, "POST", CM, {"metadata": {"name": "unrelated"}})
-    await call(http, "DELETE", f"{FTJ}/owner")
-
-    async def gone() -> bool:
-        return emu.store.get("configmaps", "default", "grandchild") is None
-
-    await eventually(gone)
-    assert emu.store.get("configmaps", "default", "child") is None
-    assert emu.store.get("configmaps", "default", "unrelated") is not None
-
-
-async def test_orphan_propagation_keeps_dependents(emu: Emulator, http: aiohttp.ClientSession) -> None:
-    _, owner = await call(http, "POST", FTJ, ftj("owner"))
-    ref = {
-        "apiVersion": "finetune.dev/v1alpha1",
-        "kind": "FinetuneJob",
-        "name": "owner",
-        "uid": owner["metadata"]["uid"],
-    }
-    await call(http, "POST", CM, {"metadata": {"name": "child", "ownerReferences": [ref]}})
-    await call(http, "DELETE", f"{FTJ}/owner", params={"propagationPolicy": "Orphan"})
-
-    async def orphaned() -> bool:
-        child = emu.store.get("configmaps", "default", "child")
-        return child is not None and not child["metadata"].get("ownerReferences")
-
-    await eventually(orphaned)
-
-
-def job(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "template": {
-                "metadata": {"labels": {"app": "t"}},
-                "spec": {"restartPolicy": "Never", "containers": [{"name": "trainer", "image": "i"}]},
-            },
-            **spec,
-        },
-    }
-
-
-async def pods_of(
-    emu: Emulator, name: str, count: int = 1, phase: str | None = "Pending"
-) -> list[dict[str, Any]]:
-    async def check() -> list[dict[str, Any]]:
-        pods = await FakeKubelet(emu).pods("default", label_selector=f"job-name={name}", phase=phase)
-        return pods if len(pods) >= count else []
-
-    result: list[dict[str, Any]] = await eventually(check)
-    return result
-
-
-async def job_condition(emu: Emulator, name: str, kind: str) -> dict[str, Any]:
-    async def check() -> dict[str, Any] | None:
-        obj = emu.store.get("jobs", "default", name) or {}
-        conds = [c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == kind]
-        return obj if conds and conds[0]["status"] == "True" else None
-
-    result: dict[str, Any] = await eventually(check)
-    return result
-
-
-async def test_job_controller_creates_pod_and_completes(emu: Emulator) -> None:
-    created = await emu.create(job("train"))
-    (pod,) = await pods_of(emu, "train")
-    assert re.fullmatch(r"train-[a-z0-9]{5}", pod["metadata"]["name"])
-    labels = pod["metadata"]["labels"]
-    assert labels["job-name"] == labels["batch.kubernetes.io/job-name"] == "train"
-    assert labels["controller-uid"] == created["metadata"]["uid"] and labels["app"] == "t"
-    (ref,) = pod["metadata"]["ownerReferences"]
-    assert ref["kind"] == "Job" and ref["controller"] is True and ref["uid"] == created["metadata"]["uid"]
-    assert pod["status"]["phase"] == "Pending"
-    kubelet = FakeKubelet(emu)
-    await kubelet.run(pod)
-
-    async def active() -> bool:
-        return (emu.store.get("jobs", "default", "train") or {}).get("status", {}).get("active") == 1
-
-    await eventually(active)
-    done = await kubelet.succeed(pod, message='{"ok": true}')
-    assert done["status"]["containerStatuses"][0]["state"]["terminated"]["message"] == '{"ok": true}'
-    finished = await job_condition(emu, "train", "Complete")
-    assert finished["status"]["succeeded"] == 1 and finished["status"]["completionTime"]
-    assert finished["status"]["startTime"] and "active" not in finished["status"]
-
-
-async def test_job_backoff_limit(emu: Emulator) -> None:
-    await emu.create(job("retry", backoffLimit=1))
-    kubelet = FakeKubelet(emu)
-    (first,) = await pods_of(emu, "retry")
-    await kubelet.fail(first, exit_code=1, message="boom")
-    await pods_of(emu, "retry", phase="Pending")
-    (second,) = await pods_of(emu, "retry")
-    assert second["metadata"]["name"] != first["metadata"]["name"]
-    await kubelet.fail(second, exit_code=1)
-    failed = await job_condition(emu, "retry", "Failed")
-    cond = next(c for c in failed["status"]["conditions"] if c["type"] == "Failed")
-    assert cond["reason"] == "BackoffLimitExceeded" and failed["status"]["failed"] == 2
-    assert await kubelet.pods("default", label_selector="job-name=retry", phase="Pending") == []
-
-
-POLICY = {
-    "rules": [
-        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
-        {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [3]}},
-    ]
-}
-
-
-async def test_pod_failure_policy(emu: Emulator) -> None:
-    await emu.create(job("pfp", backoffLimit=0, podFailurePolicy=POLICY))
-    kubelet = FakeKubelet(emu)
-    (first,) = await pods_of(emu, "pfp")
-    await kubelet.evict(first)  # ignored: not counted against backoffLimit 0, replaced
-    (second,) = await pods_of(emu, "pfp")
-    assert second["metadata"]["name"] != first["metadata"]["name"]
-    assert "failed" not in (emu.store.get("jobs", "default", "pfp") or {})["status"]
-    await kubelet.fail(second, exit_code=3, message="invalid data")
-    failed = await job_condition(emu, "pfp", "Failed")
-    cond = next(c for c in failed["status"]["conditions"] if c["type"] == "Failed")
-    assert cond["reason"] == "PodFailurePolicy"
-
-
-async def test_job_suspend_and_deadline(emu: Emulator) -> None:
-    await emu.create(job("s"))
-    (pod,) = await pods_of(emu, "s")
-    await emu.patch("jobs", "default", "s", {"spec": {"suspend": True}})
-    await job_condition(emu, "s", "Suspended")
-
-    async def no_pods() -> bool:
-        return emu.store.get("pods", "default", pod["metadata"]["name"]) is None
-
-    await eventually(no_pods)
-    await emu.create(job("d", activeDeadlineSeconds=1))
-    failed = await job_condition(emu, "d", "Failed")
-    assert (
-        next(c for c in failed["status"]["conditions"] if c["type"] == "Failed")["reason"]
-        == "DeadlineExceeded"
-    )
-
-
-# --- a real kopf operator ------------------------------------------------------------------------
-
-
-async def test_real_kopf_operator(emu: Emulator, caplog: pytest.LogCaptureFixture) -> None:
-    import kopf
-
-    caplog.set_level(logging.DEBUG)
-    registry = kopf.OperatorRegistry()
-    seen: dict[str, list[str]] = {"create": [], "update": [], "delete": []}
-
-    @kopf.on.login(registry=registry)
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        return kopf.ConnectionInfo(server=emu.url, insecure=True)
-
-    @kopf.on.create("finetune.dev", "v1alpha1", "finetunejobs", registry=registry)
-    def created(name: str, patch: kopf.Patch, **_: Any) -> None:
-        seen["create"].append(name)
-        patch.status["phase"] = "Accepted"
-
-    @kopf.on.update("finetune.dev", "v1alpha1", "finetunejobs", registry=registry)
-    def updated(name: str, patch: kopf.Patch, **_: Any) -> None:
-        seen["update"].append(name)
-        patch.status["phase"] = "Updated"
-
-    @kopf.on.delete("finetune.dev", "v1alpha1", "finetunejobs", registry=registry)
-    def deleted(name: str, **_: Any) -> None:
-        seen["delete"].append(name)
-
-    settings = kopf.OperatorSettings()
-    settings.peering.standalone = True
-    settings.persistence.finalizer = "finetune.dev/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="finetune.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="finetune.dev", key="last-handled-configuration"
-    )
-    settings.watching.server_timeout = 5
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(
-        kopf.operator(
-            registry=registry,
-            settings=settings,
-            standalone=True,
-            namespaces=["default"],
-            stop_flag=stop,
-            ready_flag=ready,
+async def test_watch_loses_nothing_under_concurrent_http_writes(http: aiohttp.ClientSession) -> None:
+    _, listed = await call(http, "GET", CM)
+    params = {"resourceVersion": listed["metadata"]["resourceVersion"], "labelSelector": "load=yes"}
+    watching = asyncio.create_task(watch_events(http, CM, params, count=300, timeout=8))
+    await asyncio.sleep(0.05)
+    results = await asyncio.gather(
+        *(
+            call(http, "POST", CM, {"metadata": {"name": f"h{i}", "labels": {"load": "yes"}}})
+            for i in range(300)
         )
     )
-    try:
-        await asyncio.wait_for(ready.wait(), 5)
-        await emu.create(ftj("op"))
-
-        async def status_is(phase: str) -> bool:
-            return ((emu.store.get("finetunejobs", "default", "op") or {}).get("status") or {}).get(
-                "phase"
-            ) == phase
-
-        await eventually(lambda: status_is("Accepted"))
-        obj = emu.store.get("finetunejobs", "default", "op")
-        assert obj is not None and "finetune.dev/finalizer" in obj["metadata"]["finalizers"]
-        await emu.patch("finetunejobs", "default", "op", {"spec": {"model": "other"}})
-        await eventually(lambda: status_is("Updated"))
-        await emu.delete("finetunejobs", "default", "op")
-
-        async def gone() -> bool:
-            return emu.store.get("finetunejobs", "default", "op") is None
-
-        await eventually(gone)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 5)
-    assert seen == {"create": ["op"], "update": ["op"], "delete": ["op"]}
-    problems = [r for r in caplog.records if r.name.startswith("kopf") and r.levelno >= logging.WARNING]
-    assert problems == [], [r.getMessage() for r in problems]
-    # At every instant of the history: the status was only ever written after kopf's finalizer was in place,
-    # and an object released by its last finalizer is deleted by the very next write.
-    records = [r for r in emu.history if r.plural == "finetunejobs"]
-    assert records[0].verb == "create" and records[-1].event == "DELETED"
-    for before, after in itertools.pairwise(records):
-        meta = before.object["metadata"]
-        if before.object.get("status"):
-            assert "finetune.dev/finalizer" in (meta.get("finalizers") or []) or meta.get("deletionTimestamp")
-        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
-            assert (
-                after.event == "DELETED" and int(after.resource_version) == int(before.resource_version) + 1
-            )
+    assert {status for status, _ in results} == {201}
+    events = await watching
+    assert sorted(e["object"]["metadata"]["name"] for e in events) == sorted(f"h{i}" for i in range(300))
+    assert {e["type"] for e in events} == {"ADDED"}
