@@ -1,0 +1,207 @@
+"""Adapter engine: a frozen model embeds each distinct text once; an adapter trains on query embeddings."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from finetune_operator.api.finetunejob import AdapterEngine
+
+from .adapter import Adapter, build_adapter, load_reference_layout, save_adapter_model
+from .checkpoints import Interrupted, checkpoint_dir, latest_valid_checkpoint, rotate_checkpoints
+from .context import Eta, TrainContext, TrainOutcome
+from .metrics import eval_indices, retrieval_metrics
+from .models import device, load_model
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+
+
+def in_batch_loss(q: torch.Tensor, d: torch.Tensor, doc_ids: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Cross-entropy over cosine similarities / temperature; the same doc elsewhere in the batch is not
+    counted as a negative (no false in-batch negatives)."""
+    logits = F.normalize(q, dim=-1) @ F.normalize(d, dim=-1).T / temperature
+    same = doc_ids[:, None] == doc_ids[None, :]
+    eye = torch.eye(len(doc_ids), dtype=torch.bool, device=q.device)
+    logits = logits.masked_fill(same & ~eye, float("-inf"))
+    return F.cross_entropy(logits, torch.arange(len(doc_ids), device=q.device))
+
+
+class AdapterRunner:
+    model_format = "adapter"
+
+    def __init__(self, ctx: TrainContext, spec: AdapterEngine, continue_from: Path | None = None) -> None:
+        self.ctx, self.spec = ctx, spec
+        self.base_model = spec.base_model
+        self.continue_from = continue_from
+        self.device = device()
+        self.model: Any = None
+        self.adapter: Adapter | None = None
+        self.emb: torch.Tensor | None = None
+        self.index: dict[str, int] = {}
+
+    # ---------------------------------------------------------------- embeddings
+    def _texts(self) -> list[str]:
+        tr, va = self.ctx.train, self.ctx.validation
+        seen: dict[str, None] = {}
+        for ds in (tr, va):
+            for t in ds.queries.values():
+                seen.setdefault(t, None)
+            for t in ds.corpus.values():
+                seen.setdefault(t, None)
+        return list(seen)
+
+    def prepare(self) -> None:
+        self.model = load_model(self.spec.base_model)
+        texts = self._texts()
+        key = hashlib.sha256("\x00".join([self.spec.base_model, *texts]).encode()).hexdigest()
+        cache = self.ctx.work_dir / "cache" / "embeddings.pt"
+        if cache.is_file():
+            try:
+                saved = torch.load(cache, map_location="cpu", weights_only=True)
+                if saved.get("key") == key:
+                    self.emb = saved["emb"]
+                    log.info("reusing %d cached embeddings from %s", len(texts), cache)
+            except Exception:
+                log.warning("embedding cache %s is unreadable; re-embedding", cache)
+        if self.emb is None:
+            t0 = time.monotonic()
+            self.emb = self.model.encode(texts, batch_size=64, convert_to_tensor=True,
+                                         normalize_embeddings=True).float().cpu()
+            log.info("embedded %d distinct texts once in %.1fs", len(texts), time.monotonic() - t0)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"key": key, "emb": self.emb}, cache.with_suffix(".tmp"))
+            cache.with_suffix(".tmp").replace(cache)
+        self.index = {t: i for i, t in enumerate(texts)}
+        dim = int(self.emb.shape[1])
+        if self.spec.dim is not None and self.spec.dim != dim:
+            raise ValueError(f"spec.engine.adapter.dim={self.spec.dim} but the model embeds to {dim}")
+        if self.continue_from is not None:
+            self.adapter = load_reference_layout(self.continue_from)
+            log.info("continuing from the adapter in %s", self.continue_from)
+        else:
+            a = self.spec.adapter
+            self.adapter = build_adapter(a.kind, dim, a.hidden_size, self.spec.bias, a.activation, a.residual)
+        self.adapter.to(self.device)
+
+    # ---------------------------------------------------------------- evaluation
+    def evaluate(self, trained: bool) -> dict[str, Any]:
+        assert self.emb is not None and self.adapter is not None
+        ds = self.ctx.validation
+        qids, dids, relevant = eval_indices(ds)
+        q = self.emb[[self.index[ds.queries[i]] for i in qids]]
+        d = self.emb[[self.index[ds.corpus[i]] for i in dids]]
+        if trained:
+            with torch.no_grad():
+                q = self.adapter(q.to(self.device)).cpu()
+        return retrieval_metrics(q, d, relevant)
+
+    # ---------------------------------------------------------------- training
+    def _pairs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        assert self.emb is not None
+        ds = self.ctx.train
+        pairs = ds.pairs(use_all_docs=True)
+        doc_ids = {d: i for i, d in enumerate(ds.corpus)}
+        qi = torch.tensor([self.index[ds.queries[q]] for q, _ in pairs])
+        di = torch.tensor([self.index[ds.corpus[d]] for _, d in pairs])
+        dd = torch.tensor([doc_ids[d] for _, d in pairs])
+        return qi, di, dd
+
+    def _order(self, epoch: int, n: int) -> torch.Tensor:
+        return torch.randperm(n, generator=torch.Generator().manual_seed(self.ctx.seed + epoch))
+
+    def _save(self, step: int, epoch: int, opt: Any, sched: Any, losses: list[tuple[int, float]]) -> Path:
+        assert self.adapter is not None
+        path = checkpoint_dir(self.ctx.checkpoint_root, step)
+        tmp = path.with_name(path.name + ".partial")
+        tmp.mkdir(parents=True, exist_ok=True)
+        state = {
+            "adapter": self.adapter.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "step": step, "epoch": epoch, "losses": losses, "seed": self.ctx.seed,
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()},
+            "data_order": {"kind": "randperm", "seed": self.ctx.seed, "per_epoch": "seed + epoch"},
+        }
+        torch.save(state, tmp / STATE_FILE)
+        if path.exists():
+            import shutil
+
+            shutil.rmtree(path)
+        tmp.replace(path)
+        rotate_checkpoints(self.ctx.checkpoint_root, self.ctx.keep_checkpoints)
+        return path
+
+    def train(self) -> TrainOutcome:
+        assert self.emb is not None and self.adapter is not None
+        ctx, spec = self.ctx, self.spec
+        torch.manual_seed(ctx.seed)
+        random.seed(ctx.seed)
+        qi, di, dd = self._pairs()
+        n = len(qi)
+        per_epoch = math.ceil(n / spec.batch_size)
+        total = per_epoch * spec.epochs
+        opt = torch.optim.AdamW(self.adapter.parameters(), lr=spec.learning_rate, weight_decay=0.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / max(1, total)))
+        step, losses, resumed = 0, [], None
+        ckpt = latest_valid_checkpoint(ctx.checkpoint_root, (STATE_FILE,))
+        if ckpt is not None:
+            try:
+                state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)
+                self.adapter.load_state_dict(state["adapter"])
+                opt.load_state_dict(state["optimizer"])
+                sched.load_state_dict(state["scheduler"])
+                torch.set_rng_state(state["rng"]["torch"])
+                random.setstate(state["rng"]["python"])
+                np.random.set_state(state["rng"]["numpy"])
+                step, losses, resumed = int(state["step"]), list(state["losses"]), int(state["step"])
+                log.info("resumed from checkpoint %s (step %d of %d)", ckpt, step, total)
+            except Exception:
+                log.warning("checkpoint %s failed to load; starting over", ckpt, exc_info=True)
+        emb = self.emb.to(self.device)
+        eta, t0, start, last_loss = Eta(step), time.monotonic(), step, None
+        self.adapter.train()
+        while step < total:
+            epoch, b = divmod(step, per_epoch)
+            order = self._order(epoch, n)
+            idx = order[b * spec.batch_size : (b + 1) * spec.batch_size]
+            q = self.adapter(emb[qi[idx].to(self.device)])
+            loss = in_batch_loss(q, emb[di[idx].to(self.device)], dd[idx].to(self.device), spec.temperature)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            last_loss = float(loss.item())
+            losses.append((step, last_loss))
+            if step % ctx.checkpoint_steps == 0 or step == total or ctx.stop:
+                path = self._save(step, epoch, opt, sched, losses)
+                ctx.checkpoint_saved(step, path, last_loss, f"checkpoints/{path.name}")
+                ctx.reporter.report(self._progress(step, total, per_epoch, last_loss, eta), ctx.checkpoints)
+                if ctx.stop and step < total:
+                    raise Interrupted(step)
+            else:
+                ctx.reporter.report(self._progress(step, total, per_epoch, last_loss, eta))
+        self.adapter.eval()
+        done = step - start
+        return TrainOutcome(steps=step, total_steps=total, train_loss=last_loss,
+                            wall_seconds=time.monotonic() - t0, samples=min(n * spec.epochs, done * spec.batch_size),
+                            losses=losses, resumed_from=resumed)
+
+    @staticmethod
+    def _progress(step: int, total: int, per_epoch: int, loss: float | None, eta: Eta) -> dict[str, Any]:
+        return {"step": step, "total_steps": total, "epoch": round(step / per_epoch, 3), "loss": loss,
+                "eta_seconds": eta(step, total), "stage": "train"}
+
+    def save(self, path: Path) -> None:
+        assert self.adapter is not None
+        self.adapter.cpu()
+        save_adapter_model(self.model, self.adapter, path)

@@ -1,0 +1,166 @@
+"""Full finetune with SentenceTransformerTrainer: MNRL (or cached MNRL), no-duplicates batches,
+warmup, periodic IR evaluation, mixed precision on CUDA, checkpoints + resume + SIGTERM save."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from finetune_operator.api.finetunejob import SentenceTransformersEngine
+
+from .checkpoints import Interrupted, latest_valid_checkpoint
+from .context import Eta, TrainContext, TrainOutcome
+from .metrics import evaluate_model
+from .models import load_model
+
+log = logging.getLogger(__name__)
+
+REQUIRED = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "modules.json")
+
+
+def precision_flags(precision: str, cuda: bool) -> dict[str, bool]:
+    """bf16 on CUDA when supported else fp16; always fp32 on CPU."""
+    if not cuda or precision == "fp32":
+        return {"bf16": False, "fp16": False}
+    if precision == "bf16":
+        return {"bf16": True, "fp16": False}
+    if precision == "fp16":
+        return {"bf16": False, "fp16": True}
+    import torch
+
+    bf16 = bool(torch.cuda.is_bf16_supported())
+    return {"bf16": bf16, "fp16": not bf16}
+
+
+class _Callback(TrainerCallback):  # type: ignore[misc]
+    def __init__(self, runner: SentenceTransformersRunner, start_step: int) -> None:
+        self.runner = runner
+        self.eta = Eta(start_step)
+        self.loss: float | None = None
+
+    def _progress(self, state: Any) -> dict[str, Any]:
+        total = int(state.max_steps)
+        return {"step": int(state.global_step), "total_steps": total, "epoch": round(float(state.epoch or 0), 3),
+                "loss": self.loss, "eta_seconds": self.eta(int(state.global_step), total), "stage": "train"}
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+        if logs and "loss" in logs:
+            self.loss = float(logs["loss"])
+            self.runner.losses.append((int(state.global_step), self.loss))
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+        ctx = self.runner.ctx
+        if ctx.stop:
+            control.should_save = True
+            control.should_training_stop = True
+        ctx.reporter.report(self._progress(state))
+        return control
+
+    def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        ctx = self.runner.ctx
+        step = int(state.global_step)
+        path = ctx.checkpoint_root / f"checkpoint-{step}"
+        ctx.checkpoint_saved(step, path, self.loss, f"checkpoints/{path.name}")
+        ctx.reporter.report(self._progress(state), ctx.checkpoints)
+
+
+class SentenceTransformersRunner:
+    model_format = "sentence-transformers"
+
+    def __init__(self, ctx: TrainContext, spec: SentenceTransformersEngine) -> None:
+        self.ctx, self.spec = ctx, spec
+        self.base_model = spec.model
+        self.model: Any = None
+        self.losses: list[tuple[int, float]] = []
+
+    def prepare(self) -> None:
+        self.model = load_model(self.spec.model, self.spec.trust_remote_code, self.spec.max_seq_length)
+
+    def evaluate(self, trained: bool) -> dict[str, Any]:
+        return evaluate_model(self.model, self.ctx.validation)
+
+    def _datasets(self) -> Any:
+        from datasets import Dataset
+
+        ds = self.ctx.train
+        pairs = ds.pairs(use_all_docs=self.spec.use_all_docs)
+        return Dataset.from_dict({"anchor": [ds.queries[q] for q, _ in pairs],
+                                  "positive": [ds.corpus[d] for _, d in pairs]})
+
+    def _evaluator(self) -> Any:
+        from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+
+        va = self.ctx.validation
+        return InformationRetrievalEvaluator(
+            queries=va.queries, corpus=va.corpus,
+            relevant_docs={q: set(d) for q, d in va.relevant_docs.items()}, name="val",
+            accuracy_at_k=[1, 5], precision_recall_at_k=[5], mrr_at_k=[10], ndcg_at_k=[10], map_at_k=[10],
+            batch_size=64, show_progress_bar=False)
+
+    def train(self) -> TrainOutcome:
+        import torch
+        from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+        from sentence_transformers.sentence_transformer import losses
+        from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+
+        ctx, spec = self.ctx, self.spec
+        train_ds = self._datasets()
+        if spec.loss == "CachedMultipleNegativesRankingLoss":
+            loss: Any = losses.CachedMultipleNegativesRankingLoss(self.model, mini_batch_size=spec.mini_batch_size)
+        else:
+            loss = losses.MultipleNegativesRankingLoss(self.model)
+        evaluate = spec.evaluation_steps > 0 and bool(ctx.validation.queries)
+        cuda = torch.cuda.is_available()
+        args = SentenceTransformerTrainingArguments(
+            output_dir=str(ctx.checkpoint_root),
+            num_train_epochs=spec.epochs,
+            per_device_train_batch_size=spec.batch_size,
+            per_device_eval_batch_size=64,
+            learning_rate=spec.learning_rate,
+            warmup_ratio=spec.warmup_ratio,
+            batch_sampler=BatchSamplers.NO_DUPLICATES,
+            eval_strategy="steps" if evaluate else "no",
+            eval_steps=spec.evaluation_steps if evaluate else None,
+            save_strategy="steps",
+            save_steps=ctx.checkpoint_steps,
+            save_total_limit=ctx.keep_checkpoints,
+            logging_steps=1,
+            seed=ctx.seed,
+            data_seed=ctx.seed,
+            report_to="none",
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+            use_cpu=not cuda,
+            **precision_flags(spec.precision, cuda),
+        )
+        resume = latest_valid_checkpoint(ctx.checkpoint_root, REQUIRED)
+        start = 0
+        if resume is not None:
+            import json
+
+            start = int(json.loads((resume / "trainer_state.json").read_text())["global_step"])
+            log.info("resuming from checkpoint %s (step %d)", resume, start)
+        callback = _Callback(self, start)
+        trainer = SentenceTransformerTrainer(
+            model=self.model, args=args, train_dataset=train_ds, loss=loss,
+            evaluator=self._evaluator() if evaluate else None, callbacks=[callback])
+        t0 = time.monotonic()
+        out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        wall = time.monotonic() - t0
+        state = trainer.state
+        step, total = int(state.global_step), int(state.max_steps)
+        if ctx.stop and step < total:
+            raise Interrupted(step)
+        samples = max(0, step - start) * spec.batch_size
+        samples = min(samples, len(train_ds) * spec.epochs)
+        self.losses = [(int(h["step"]), float(h["loss"])) for h in state.log_history if "loss" in h]
+        train_loss = callback.loss if callback.loss is not None else float(out.training_loss)
+        return TrainOutcome(steps=step, total_steps=total, train_loss=train_loss, wall_seconds=wall,
+                            samples=samples, losses=list(self.losses), resumed_from=resume and start)
+
+    def save(self, path: Path) -> None:
+        self.model.save(str(path))
