@@ -59,13 +59,23 @@ POD_FAILURE_RULE_INTERRUPTED = 2  # exit 4: SIGTERM after a checkpoint, resumabl
 
 
 def _pod_failure_policy() -> dict[str, Any]:
-    return {"rules": [
-        {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
-        {"action": "FailJob",
-         "onExitCodes": {"containerName": CONTAINER_NAME, "operator": "In", "values": [EXIT_INVALID]}},
-        {"action": "FailJob",
-         "onExitCodes": {"containerName": CONTAINER_NAME, "operator": "In", "values": [EXIT_INTERRUPTED]}},
-    ]}
+    return {
+        "rules": [
+            {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            {
+                "action": "FailJob",
+                "onExitCodes": {"containerName": CONTAINER_NAME, "operator": "In", "values": [EXIT_INVALID]},
+            },
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": CONTAINER_NAME,
+                    "operator": "In",
+                    "values": [EXIT_INTERRUPTED],
+                },
+            },
+        ]
+    }
 
 
 def gpu_resource_name(job: FinetuneJob, settings: Settings) -> str:
@@ -105,7 +115,10 @@ def _env(job: FinetuneJob, settings: Settings, attempt: int) -> list[dict[str, A
         if s3.endpoint_url:
             env.append({"name": "AWS_ENDPOINT_URL", "value": s3.endpoint_url})
         if s3.region:
-            env += [{"name": "AWS_REGION", "value": s3.region}, {"name": "AWS_DEFAULT_REGION", "value": s3.region}]
+            env += [
+                {"name": "AWS_REGION", "value": s3.region},
+                {"name": "AWS_DEFAULT_REGION", "value": s3.region},
+            ]
         if s3.credentials_secret_ref is not None:
             secret = s3.credentials_secret_ref.name
             env += [
@@ -124,12 +137,32 @@ def _volumes(job: FinetuneJob, plan: MountPlan) -> tuple[list[dict[str, Any]], l
     name = job.metadata.name
     gpus = job.spec.placement.resources.gpu.count
     volumes: list[dict[str, Any]] = [
-        {"name": "config", "configMap": {"name": config_map_name(name),
-                                         "items": [{"key": CONFIG_FILE, "path": CONFIG_FILE}]}},
-        {"name": "sa-token", "projected": {"sources": [
-            {"serviceAccountToken": {"path": SA_TOKEN_FILE, "expirationSeconds": SA_TOKEN_EXPIRATION_SECONDS}},
-            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": SA_CA_FILE}]}},
-        ]}},
+        {
+            "name": "config",
+            "configMap": {
+                "name": config_map_name(name),
+                "items": [{"key": CONFIG_FILE, "path": CONFIG_FILE}],
+            },
+        },
+        {
+            "name": "sa-token",
+            "projected": {
+                "sources": [
+                    {
+                        "serviceAccountToken": {
+                            "path": SA_TOKEN_FILE,
+                            "expirationSeconds": SA_TOKEN_EXPIRATION_SECONDS,
+                        }
+                    },
+                    {
+                        "configMap": {
+                            "name": "kube-root-ca.crt",
+                            "items": [{"key": "ca.crt", "path": SA_CA_FILE}],
+                        }
+                    },
+                ]
+            },
+        },
         {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE}},
         {"name": "cache", "emptyDir": {"sizeLimit": CACHE_SIZE}},
     ]
@@ -144,11 +177,17 @@ def _volumes(job: FinetuneJob, plan: MountPlan) -> tuple[list[dict[str, Any]], l
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
     for cm, keys in plan.config_maps.items():
         vol = config_map_volume_name(cm)
-        volumes.append({"name": vol, "configMap": {"name": cm, "items": [{"key": k, "path": k} for k in keys]}})
+        volumes.append(
+            {"name": vol, "configMap": {"name": cm, "items": [{"key": k, "path": k} for k in keys]}}
+        )
         mounts.append({"name": vol, "mountPath": f"{DATA_MOUNT}/{cm}", "readOnly": True})
     if plan.output_claim is not None:
-        volumes.append({"name": OUTPUT_VOLUME,
-                        "persistentVolumeClaim": {"claimName": plan.output_claim, "readOnly": False}})
+        volumes.append(
+            {
+                "name": OUTPUT_VOLUME,
+                "persistentVolumeClaim": {"claimName": plan.output_claim, "readOnly": False},
+            }
+        )
         mounts.append({"name": OUTPUT_VOLUME, "mountPath": OUTPUT_MOUNT})
     for claim in plan.claims:
         vol = plan.claim_volume(claim)
@@ -158,8 +197,9 @@ def _volumes(job: FinetuneJob, plan: MountPlan) -> tuple[list[dict[str, Any]], l
     return volumes, mounts
 
 
-def build_trainer_job(job: FinetuneJob, settings: Settings, attempt: int,
-                      config: TrainerConfig | None = None) -> dict[str, Any]:
+def build_trainer_job(
+    job: FinetuneJob, settings: Settings, attempt: int, config: TrainerConfig | None = None
+) -> dict[str, Any]:
     """The batch/v1 Job of attempt `attempt`. Raises ValueError for hosted engines."""
     require_in_cluster(job)
     if config is None:

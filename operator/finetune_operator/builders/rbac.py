@@ -36,8 +36,12 @@ def build_rbac(job: FinetuneJob, settings: Settings) -> list[dict[str, Any]]:
             "kind": "Role",
             "metadata": child_metadata(job, role_name(name)),
             "rules": [
-                {"apiGroups": [GROUP], "resources": [f"{PLURAL}/status"], "resourceNames": [name],
-                 "verbs": ["get", "patch"]},
+                {
+                    "apiGroups": [GROUP],
+                    "resources": [f"{PLURAL}/status"],
+                    "resourceNames": [name],
+                    "verbs": ["get", "patch"],
+                },
                 {"apiGroups": [GROUP], "resources": [PLURAL], "resourceNames": [name], "verbs": ["get"]},
             ],
         },

@@ -24,7 +24,8 @@ def _pod_spec(spec: FinetuneJobSpec) -> FinetuneJobSpec:
     engine = spec.engine
     if engine.sentence_transformers is not None:
         st = engine.sentence_transformers.model_copy(
-            update={"model": local_model_path(engine.sentence_transformers.model)})
+            update={"model": local_model_path(engine.sentence_transformers.model)}
+        )
         engine = engine.model_copy(update={"sentence_transformers": st})
     if engine.adapter is not None:
         ad = engine.adapter.model_copy(update={"base_model": local_model_path(engine.adapter.base_model)})
