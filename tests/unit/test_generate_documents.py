@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+from tests.fakes.fake_llm import minimal_pdf
 
 from finetune_trainer.generate import GenerationError, load_documents
 from finetune_trainer.generate.state import GenerationState, load_state, save_state, settings_fingerprint
-from tests.fakes.fake_llm import minimal_pdf
 
 pytestmark = pytest.mark.unit
 

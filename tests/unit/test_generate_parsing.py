@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 
 import pytest
+from tests.fakes.fake_llm import messy_answer
 
 from finetune_trainer.generate.chunking import chunk_text, split_sentences
 from finetune_trainer.generate.documents import html_to_text, markdown_to_text
 from finetune_trainer.generate.llm import parse_retry_after
 from finetune_trainer.generate.parsing import parse_questions
 from finetune_trainer.generate.pipeline import query_id, render_prompt
-from tests.fakes.fake_llm import messy_answer
 
 pytestmark = pytest.mark.unit
 
@@ -128,7 +129,7 @@ def test_chunks_respect_size_and_sentence_boundaries(size: int, overlap: int) ->
 
 def test_overlap_carries_trailing_sentences() -> None:
     chunks = chunk_text(TEXT, 100, 40)
-    for prev, nxt in zip(chunks, chunks[1:], strict=False):
+    for prev, nxt in itertools.pairwise(chunks):
         prev_s, next_s = split_sentences(prev), split_sentences(nxt)
         carried = [s for s in next_s if s in prev_s]
         assert carried, "consecutive chunks share their boundary sentences"
