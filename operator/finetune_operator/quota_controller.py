@@ -1,0 +1,469 @@
+"""The I/O side of TrainingQuota admission: one serialized admission loop per operator.
+
+* Every pass LISTs the FinetuneJobs, TrainingQuotas, Namespaces and PriorityClasses from the API server
+  (usage is recomputed from the cluster's objects, never kept in memory), runs the pure
+  :func:`finetune_operator.quota.decide`, and persists each new admission on the FinetuneJob itself: the
+  annotation ``finetune.dev/admitted-at`` written with a ``resourceVersion`` precondition (optimistic
+  concurrency) before the handlers create the trainer Job. A restarted operator therefore recomputes
+  the same admitted set from the cluster.
+* Passes are serialized by one ``asyncio.Lock``; concurrent callers coalesce onto a pass whose LIST
+  started after they asked (so a burst of 300 new jobs costs a handful of passes, not 300).
+* When capacity frees (a job finishes, is suspended or deleted; a quota changes) :meth:`on_capacity_change`
+  runs a pass at once and wakes the newly admitted jobs' reconcile; a timer re-runs admission when a
+  rolling budget frees room.
+
+Install into the handlers' :class:`~finetune_operator.handlers.context.OperatorContext` with
+:meth:`QuotaController.install` and register the kopf watches with :func:`register_kopf`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+
+from . import admission as hook
+from .api.errors import SpecError, parse_quota
+from .api.finetunejob import FinetuneJob, FinetuneJobSpec
+from .api.trainingquota import TrainingQuota
+from .config import Settings
+from .kube import ApiError, Conflict, JsonDict, KubeClient, NotFound
+from .quota import (
+    ADMITTED_AT,
+    ADMITTED_BY,
+    REASON_INACTIVE,
+    AdmissionDecision,
+    AdmissionResult,
+    JobView,
+    Snapshot,
+    Verdict,
+    decide,
+    format_time,
+    job_view_from_body,
+    quota_status,
+    quota_view,
+    status_changed,
+)
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+PERSIST_CONCURRENCY = 32
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class QuotaMetrics:
+    """Quota metrics, registered in the operator's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.queued = Gauge(
+            "finetune_quota_queued_jobs", "Jobs waiting for a TrainingQuota.", ["quota"], registry=registry
+        )
+        self.admitted = Gauge(
+            "finetune_quota_admitted_jobs",
+            "Admitted unfinished jobs per TrainingQuota.",
+            ["quota"],
+            registry=registry,
+        )
+        self.usage = Gauge(
+            "finetune_quota_usage",
+            "Usage of one limit of a TrainingQuota.",
+            ["quota", "limit"],
+            registry=registry,
+        )
+        self.limit = Gauge(
+            "finetune_quota_limit", "One limit of a TrainingQuota.", ["quota", "limit"], registry=registry
+        )
+        self.wait = Histogram(
+            "finetune_quota_admission_wait_seconds",
+            "Time from a FinetuneJob's creation to its quota admission.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400),
+            registry=registry,
+        )
+        self._series: set[tuple[str, ...]] = set()
+
+    def observe(self, result: AdmissionResult) -> None:
+        seen: set[tuple[str, ...]] = set()
+        for name, outcome in result.quotas.items():
+            self.queued.labels(quota=name).set(len(outcome.queued))
+            self.admitted.labels(quota=name).set(len(outcome.admitted))
+            seen.add((name,))
+            for item in outcome.usage:
+                self.usage.labels(quota=name, limit=item.key).set(item.used)
+                self.limit.labels(quota=name, limit=item.key).set(item.limit)
+                seen.add((name, item.key))
+        for series in self._series - seen:  # a deleted quota or limit: drop its series
+            gauges = (self.queued, self.admitted) if len(series) == 1 else (self.usage, self.limit)
+            for gauge in gauges:
+                with contextlib.suppress(KeyError):
+                    gauge.remove(*series)
+        self._series = seen
+
+
+class QuotaController:
+    """Serialized TrainingQuota admission for one operator (see the module docstring)."""
+
+    def __init__(
+        self,
+        kube: KubeClient,
+        settings: Settings,
+        *,
+        registry: CollectorRegistry | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.clock = clock
+        self.metrics = QuotaMetrics(registry or CollectorRegistry())
+        # Called with the uid of every job this controller admitted (or released) on its own, so its
+        # reconcile runs now. Set by install(); the annotation write also produces a watch event.
+        self.wake: Callable[[str], Awaitable[None]] | None = None
+        self.passes = 0
+        self._lock = asyncio.Lock()
+        self._started = 0  # passes started (a ticket for coalescing)
+        self._result: AdmissionResult | None = None
+        self._result_id = 0
+        self._specs: dict[str, tuple[Any, FinetuneJobSpec | None]] = {}
+        self._holding: dict[str, bool] = {}  # uid -> held capacity when last seen (change detection only)
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._pending_change = False
+        self._quota_generations: dict[str, Any] = {}
+        kube.register("priorityclasses", "scheduling.k8s.io", "v1", False)
+
+    # --- wiring ---------------------------------------------------------------------------------------
+
+    @classmethod
+    def install(cls, ctx: Any, *, clock: Clock = utc_now) -> QuotaController:
+        """Create a controller for an OperatorContext and make it the admission hook (``ctx.admit``)."""
+        controller = cls(ctx.kube, ctx.settings, registry=ctx.metrics.registry, clock=clock)
+
+        async def wake(uid: str) -> None:
+            if ctx.reconcile_cb is not None:
+                await ctx.reconcile_cb(uid)
+
+        controller.wake = wake
+        ctx.admit = controller.admit
+        ctx.quota = controller
+        return controller
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+    # --- the hook -------------------------------------------------------------------------------------
+
+    async def admit(self, job: FinetuneJob, ctx: Any = None) -> hook.AdmissionDecision:
+        """The handlers' admission hook: may this job's trainer start now?"""
+        del ctx
+        if self.settings.kueue_mode and job.spec.run_policy.queue_name is not None:
+            return hook.AdmissionDecision(
+                admitted=True,
+                reason="Admitted",
+                message=f"handed to Kueue (LocalQueue {job.spec.run_policy.queue_name}); "
+                "the trainer Job starts suspended until Kueue admits it",
+            )
+        decision = await self.decide(job.metadata.uid or "")
+        if decision is None:  # not listed (just deleted, or outside the watched namespaces)
+            return hook.AdmissionDecision(
+                admitted=False,
+                reason="AwaitingAdmission",
+                message="the job is not visible to quota admission yet",
+            )
+        return to_hook_decision(decision)
+
+    async def decide(self, job_uid: str) -> AdmissionDecision | None:
+        """The admission decision of one job, from a pass that started after this call."""
+        ticket = self._started
+        async with self._lock:
+            if self._result is not None and self._result_id > ticket and job_uid in self._result.decisions:
+                return self._result.decisions[job_uid]
+            result = await self._run_pass(skip_wake=job_uid)
+        return result.decisions.get(job_uid)
+
+    # --- capacity changes -----------------------------------------------------------------------------
+
+    def observe(self, body: Mapping[str, Any], deleted: bool = False) -> None:
+        """Feed a FinetuneJob watch event; schedules a pass when the job stopped holding capacity."""
+        meta = body.get("metadata") or {}
+        uid = str(meta.get("uid") or "")
+        status = body.get("status") or {}
+        holds = (
+            not deleted
+            and bool((meta.get("annotations") or {}).get(ADMITTED_AT))
+            and not meta.get("deletionTimestamp")
+            and status.get("phase") not in ("Succeeded", "Failed", "Suspended")
+            and not ((body.get("spec") or {}).get("runPolicy") or {}).get("suspend")
+        )
+        was = self._holding.pop(uid, None) if deleted else self._holding.get(uid)
+        if not deleted:
+            self._holding[uid] = holds
+        if was and not holds:
+            self.capacity_changed()
+
+    def observe_quota(self, body: Mapping[str, Any], deleted: bool = False) -> None:
+        """Feed a TrainingQuota watch event; schedules a pass when its spec changed (not its status)."""
+        meta = body.get("metadata") or {}
+        name = str(meta.get("name") or "")
+        seen = self._quota_generations.pop(name, None) if deleted else self._quota_generations.get(name)
+        if not deleted:
+            self._quota_generations[name] = meta.get("generation")
+        if deleted or seen != meta.get("generation"):
+            self.capacity_changed()
+
+    def capacity_changed(self) -> None:
+        """Schedule :meth:`on_capacity_change` (coalesces while one is pending)."""
+        if self._pending_change:
+            return
+        self._pending_change = True
+        self._spawn(self.on_capacity_change(), "quota-capacity-change")
+
+    async def on_capacity_change(self) -> AdmissionResult:
+        """Re-run admission now and wake the jobs it admits."""
+        self._pending_change = False
+        async with self._lock:
+            return await self._run_pass()
+
+    async def update_quota_status(self) -> None:
+        """Recompute admission (which writes every TrainingQuota's status)."""
+        await self.on_capacity_change()
+
+    # --- one pass -------------------------------------------------------------------------------------
+
+    async def _run_pass(self, skip_wake: str | None = None) -> AdmissionResult:
+        self._started += 1
+        pass_id = self._started
+        bodies, quotas, snapshot = await self._snapshot()
+        result = decide(snapshot)
+        lost = await self._persist(result, bodies, snapshot.now)
+        if lost:  # a job changed under us: its slot stays unused this pass (safe); look again at once
+            logger.info("admission of %d job(s) lost a resourceVersion race; re-running", len(lost))
+            result = _drop_admissions(result, lost)
+            self.capacity_changed()
+        await self._release(result, bodies)
+        self.passes += 1
+        self._result, self._result_id = result, pass_id
+        for view in snapshot.jobs:
+            self._holding[view.uid] = view.holds_capacity or result.decisions[view.uid].newly_admitted
+        self.metrics.observe(result)
+        for decision in result.newly_admitted:
+            view = next(v for v in snapshot.jobs if v.uid == decision.uid)
+            self.metrics.wait.observe(max(0.0, (snapshot.now - view.created).total_seconds()))
+            if decision.uid != skip_wake and self.wake is not None:
+                self._spawn(self.wake(decision.uid), f"quota-wake-{decision.uid}")
+        await self._write_quota_status(quotas, result, snapshot.now)
+        self._arm_timer(result.next_check, snapshot.now)
+        return result
+
+    async def _snapshot(self) -> tuple[dict[str, JsonDict], list[TrainingQuota], Snapshot]:
+        jobs_raw, quotas_raw, ns_raw, pcs_raw = await asyncio.gather(
+            self._list_jobs(),
+            self.kube.list("trainingquotas"),
+            self._list_optional("namespaces"),
+            self._list_optional("priorityclasses"),
+        )
+        now = self.clock()
+        classes = {str(p["metadata"]["name"]): int(p.get("value") or 0) for p in pcs_raw}
+        default = max((int(p.get("value") or 0) for p in pcs_raw if p.get("globalDefault")), default=0)
+        namespaces = {str(n["metadata"]["name"]): dict(n["metadata"].get("labels") or {}) for n in ns_raw}
+        bodies: dict[str, JsonDict] = {}
+        views: list[JobView] = []
+        live: set[str] = set()
+        for body in jobs_raw:
+            spec = self._spec_of(body)
+            uid = str(body["metadata"].get("uid") or "")
+            live.add(uid)
+            if spec is None:  # an invalid spec is never admitted (the handlers report the error)
+                continue
+            bodies[uid] = body
+            views.append(
+                job_view_from_body(
+                    body,
+                    spec,
+                    priority_classes=classes,
+                    default_priority=default,
+                    kueue_mode=self.settings.kueue_mode,
+                )
+            )
+        for uid in set(self._specs) - live:
+            del self._specs[uid]
+        quotas: list[TrainingQuota] = []
+        for raw in quotas_raw:
+            try:
+                quotas.append(parse_quota(raw))
+            except SpecError as exc:
+                logger.warning("ignoring TrainingQuota %s: %s", raw.get("metadata", {}).get("name"), exc)
+        job_namespaces = sorted({v.namespace for v in views})
+        qviews = [quota_view(q, namespaces, job_namespaces) for q in quotas]
+        return bodies, quotas, Snapshot(jobs=views, quotas=qviews, now=now)
+
+    async def _list_jobs(self) -> list[JsonDict]:
+        if not self.settings.namespaces:
+            return await self.kube.list("finetunejobs")
+        lists = await asyncio.gather(*(self.kube.list("finetunejobs", ns) for ns in self.settings.namespaces))
+        return [item for items in lists for item in items]
+
+    async def _list_optional(self, resource: str) -> list[JsonDict]:
+        """Namespaces and PriorityClasses may be unreadable (RBAC) or absent: treat as empty."""
+        try:
+            return await self.kube.list(resource)
+        except ApiError as exc:
+            logger.debug("cannot list %s (%s): treating as empty", resource, exc)
+            return []
+
+    def _spec_of(self, body: JsonDict) -> FinetuneJobSpec | None:
+        meta = body.get("metadata") or {}
+        uid = str(meta.get("uid") or "")
+        key = meta.get("generation") or meta.get("resourceVersion")
+        cached = self._specs.get(uid)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        try:
+            spec: FinetuneJobSpec | None = FinetuneJobSpec.model_validate(body.get("spec") or {})
+        except ValueError:
+            spec = None
+        self._specs[uid] = (key, spec)
+        return spec
+
+    async def _persist(
+        self, result: AdmissionResult, bodies: Mapping[str, JsonDict], now: datetime
+    ) -> set[str]:
+        """Write the admissions of this pass (resourceVersion precondition); returns the uids that failed."""
+        lost: set[str] = set()
+        gate = asyncio.Semaphore(PERSIST_CONCURRENCY)
+
+        async def one(decision: AdmissionDecision) -> None:
+            meta = bodies[decision.uid]["metadata"]
+            patch = {
+                "metadata": {
+                    "resourceVersion": meta["resourceVersion"],
+                    "annotations": {
+                        ADMITTED_AT: format_time(now),
+                        ADMITTED_BY: ",".join(decision.quotas) or "none",
+                    },
+                }
+            }
+            async with gate:
+                try:
+                    await self.kube.patch("finetunejobs", decision.namespace, decision.name, patch)
+                except (Conflict, NotFound):
+                    lost.add(decision.uid)
+
+        await asyncio.gather(*(one(d) for d in result.newly_admitted))
+        return lost
+
+    async def _release(self, result: AdmissionResult, bodies: Mapping[str, JsonDict]) -> None:
+        """Withdraw the admission of suspended jobs, so that resuming them queues them again."""
+        for uid in result.releases:
+            meta = bodies[uid]["metadata"]
+            patch = {
+                "metadata": {
+                    "resourceVersion": meta["resourceVersion"],
+                    "annotations": {ADMITTED_AT: None, ADMITTED_BY: None},
+                }
+            }
+            with contextlib.suppress(Conflict, NotFound):
+                await self.kube.patch("finetunejobs", meta.get("namespace"), meta["name"], patch)
+
+    async def _write_quota_status(
+        self, quotas: list[TrainingQuota], result: AdmissionResult, now: datetime
+    ) -> None:
+        for quota in quotas:
+            status = quota_status(quota, result, now)
+            if not status_changed(quota.status, status):
+                continue
+            try:
+                await self.kube.patch_status("trainingquotas", None, quota.metadata.name, status.to_json())
+            except NotFound:
+                continue
+
+    def _arm_timer(self, when: datetime | None, now: datetime) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if when is None:
+            return
+        delay = max(0.0, (when - now).total_seconds()) + 0.05
+        self._timer = asyncio.get_running_loop().call_later(delay, self.capacity_changed)
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+        async def _run() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("quota background task %s failed", name)
+
+        task = asyncio.get_running_loop().create_task(_run(), name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _drop_admissions(result: AdmissionResult, uids: set[str]) -> AdmissionResult:
+    decisions = dict(result.decisions)
+    for uid in uids:
+        old = decisions[uid]
+        decisions[uid] = AdmissionDecision(
+            uid=old.uid,
+            namespace=old.namespace,
+            name=old.name,
+            verdict=Verdict.SKIPPED,
+            reason=REASON_INACTIVE,
+            message="the job changed during admission; deciding again",
+            quotas=old.quotas,
+        )
+    return AdmissionResult(
+        decisions=decisions, quotas=result.quotas, releases=result.releases, next_check=result.next_check
+    )
+
+
+def to_hook_decision(decision: AdmissionDecision) -> hook.AdmissionDecision:
+    """The quota core's decision in the handlers' hook format."""
+    if decision.admitted:
+        return hook.AdmissionDecision(
+            admitted=True, reason="Admitted", message=decision.message, admitted_by=list(decision.quotas)
+        )
+    if decision.verdict == Verdict.SKIPPED:
+        if decision.reason == REASON_INACTIVE:
+            return hook.AdmissionDecision(admitted=False, reason="Suspended", message=decision.message)
+        return hook.AdmissionDecision(admitted=True, reason="Admitted", message=decision.message)
+    return hook.AdmissionDecision(
+        admitted=False,
+        reason=decision.reason,
+        message=decision.message,
+        queue_position=decision.queue_position,
+        admitted_by=[],
+    )
+
+
+def register_kopf(registry: Any, get_controller: Callable[[Any], QuotaController | None]) -> None:
+    """Register the watches that wake admission: TrainingQuota changes and FinetuneJob capacity changes.
+
+    ``get_controller(memo)`` returns the controller of the running operator (e.g. ``memo.ctx.quota``).
+    """
+    import kopf
+
+    @kopf.on.event("finetune.dev", "v1alpha1", "trainingquotas", registry=registry)  # type: ignore[arg-type]
+    async def _quota_event(memo: Any, body: Any, type: str | None, **_: Any) -> None:
+        controller = get_controller(memo)
+        if controller is not None:
+            controller.observe_quota(dict(body), deleted=type == "DELETED")
+
+    @kopf.on.event("finetune.dev", "v1alpha1", "finetunejobs", registry=registry)  # type: ignore[arg-type]
+    async def _job_event(memo: Any, body: Any, type: str | None, **_: Any) -> None:
+        controller = get_controller(memo)
+        if controller is not None:
+            controller.observe(dict(body), deleted=type == "DELETED")
