@@ -1,0 +1,193 @@
+"""In-cluster engines (sentenceTransformers, adapter): one batch/v1 Job per attempt, owned by the FinetuneJob.
+
+submit  = create-if-absent the config ConfigMap, the per-job RBAC and the attempt's Job (deterministic
+          names: a restart or a replayed event never creates a duplicate);
+observe = read the attempt's Job and Pods (from the operator's watch cache, else the API): pod phase, the
+          trainer's exit code (0 ok, 3 invalid, 4 interrupted), its termination message (the result JSON),
+          and whether the pod was disrupted (evicted, preempted, node lost);
+cancel  = delete the attempt's Job in the foreground: its pod gets SIGTERM and the grace period, and the
+          trainer checkpoints and exits 4.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ..api.finetunejob import FinetuneJob
+from ..api.trainerconfig import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
+from ..builders import build_config_map, build_rbac, build_trainer_config, build_trainer_job
+from ..kube import JsonDict
+from ..naming import trainer_job_name
+from .base import Observation
+
+if TYPE_CHECKING:
+    from ..handlers.context import OperatorContext
+
+logger = logging.getLogger(__name__)
+
+_RESOURCES = {"ServiceAccount": "serviceaccounts", "Role": "roles", "RoleBinding": "rolebindings",
+              "ConfigMap": "configmaps", "Job": "jobs"}
+DISRUPTION_REASONS = ("Evicted", "Preempted", "Preempting", "NodeLost", "Shutdown", "Terminated",
+                      "DeletionByTaintManager", "TerminationByKubelet", "PreemptionByScheduler",
+                      "EvictionByEvictionAPI", "DeletionByPodGC", "NodeShutdown")
+
+
+def _has_condition(status: JsonDict, kind: str) -> JsonDict | None:
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == kind and cond.get("status") == "True":
+            return dict(cond)
+    return None
+
+
+def _terminated(pod: JsonDict) -> JsonDict | None:
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+        if term:
+            return dict(term)
+    return None
+
+
+def _parse_result(message: str | None) -> dict[str, Any] | None:
+    if not message:
+        return None
+    try:
+        data = json.loads(message)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def is_disruption(pod: JsonDict) -> bool:
+    """Whether a failed pod was disrupted (not the trainer's fault): eviction, preemption, node loss."""
+    status = pod.get("status") or {}
+    if status.get("reason") in DISRUPTION_REASONS:
+        return True
+    cond = _has_condition(status, "DisruptionTarget")
+    return cond is not None
+
+
+def observe_pods(tjob: JsonDict | None, pods: list[JsonDict]) -> Observation:
+    """Pure: what one attempt's Job and Pods say (exposed for unit tests)."""
+    if tjob is None:
+        return Observation(state="none")
+    jstatus = tjob.get("status") or {}
+    ordered = sorted(pods, key=lambda p: str(p.get("metadata", {}).get("creationTimestamp", "")))
+    started = jstatus.get("startTime")
+    for pod in ordered:
+        started = (pod.get("status") or {}).get("startTime") or started
+        if (pod.get("status") or {}).get("startTime"):
+            break
+    running = [p for p in ordered if (p.get("status") or {}).get("phase") == "Running"]
+    finished = [p for p in ordered if (p.get("status") or {}).get("phase") in ("Succeeded", "Failed")]
+    for pod in finished:
+        pstatus = pod.get("status") or {}
+        term = _terminated(pod) or {}
+        code = term.get("exitCode")
+        result = _parse_result(term.get("message"))
+        message = str(term.get("message") or pstatus.get("message") or "")
+        if pstatus.get("phase") == "Succeeded" or code == EXIT_OK:
+            return Observation(state="succeeded", result=result, started_at=started,
+                               finished_at=term.get("finishedAt"), message="trainer finished")
+        if is_disruption(pod):
+            reason = str(pstatus.get("reason") or "Disrupted")
+            return Observation(state="failed", disruption=True, reason=reason, started_at=started,
+                               finished_at=term.get("finishedAt"),
+                               message=str(pstatus.get("message") or f"pod {reason.lower()}"))
+        if code == EXIT_INVALID:
+            detail = (result or {}).get("message") or (result or {}).get("error") or message
+            return Observation(state="invalid", reason="InvalidInput", result=result, started_at=started,
+                               finished_at=term.get("finishedAt"), message=str(detail)[:1000])
+        if code == EXIT_INTERRUPTED:
+            return Observation(state="interrupted", reason="Interrupted", result=result, started_at=started,
+                               finished_at=term.get("finishedAt"),
+                               message="trainer interrupted after a checkpoint")
+        detail = (result or {}).get("message") or (result or {}).get("error") or message
+        return Observation(state="failed", reason=str(term.get("reason") or "Error"), result=result,
+                           started_at=started, finished_at=term.get("finishedAt"),
+                           message=f"trainer exited with code {code}: {str(detail)[:800]}".rstrip(": "))
+    failed = _has_condition(jstatus, "Failed")
+    if failed is not None:  # the pods are gone: the Job's podFailurePolicy message says what happened
+        reason = str(failed.get("reason") or "JobFailed")
+        text = str(failed.get("message") or "")
+        end = {"started_at": started, "finished_at": failed.get("lastTransitionTime")}
+        if "DisruptionTarget" in text:
+            return Observation(state="failed", disruption=True, reason="Disrupted", message=text, **end)
+        if f"exit code {EXIT_INVALID} " in text + " ":
+            return Observation(state="invalid", reason="InvalidInput", message=text, **end)
+        if f"exit code {EXIT_INTERRUPTED} " in text + " ":
+            return Observation(state="interrupted", reason="Interrupted", message=text, **end)
+        return Observation(state="failed", reason=reason, message=str(failed.get("message") or reason),
+                           started_at=started, finished_at=failed.get("lastTransitionTime"))
+    if _has_condition(jstatus, "Complete") is not None:
+        return Observation(state="succeeded", started_at=started, finished_at=jstatus.get("completionTime"),
+                           message="trainer Job complete (no result message)")
+    if running:
+        return Observation(state="running", started_at=started, message="trainer running")
+    return Observation(state="pending", message="trainer pod pending")
+
+
+class StaleChild(RuntimeError):
+    """A child of that name exists but belongs to a deleted FinetuneJob (its GC is pending): retry later."""
+
+
+class InClusterBackend:
+    """Runs the trainer image as a batch/v1 Job (one per attempt)."""
+
+    name = "incluster"
+
+    def __init__(self, ctx: OperatorContext) -> None:
+        self.ctx = ctx
+
+    async def submit(self, job: FinetuneJob, attempt: int) -> Observation:
+        kube, settings = self.ctx.kube, self.ctx.settings
+        ns = job.metadata.namespace or "default"
+        config = build_trainer_config(job, settings, attempt)
+        objects: list[JsonDict] = [build_config_map(job, settings, config), *build_rbac(job, settings)]
+        name = trainer_job_name(job.metadata.name, attempt)
+        uid = job.metadata.uid or ""
+        existing = self.ctx.cache.child(uid, "Job", name)
+        if existing is None:
+            for obj in objects:
+                await kube.create_if_absent(_RESOURCES[obj["kind"]], ns, obj)
+            existing = await kube.create_if_absent("jobs", ns, build_trainer_job(job, settings, attempt))
+            owners = [ref.get("uid") for ref in existing["metadata"].get("ownerReferences") or []]
+            if uid not in owners:
+                raise StaleChild(f"Job {ns}/{name} belongs to an older FinetuneJob of the same name")
+            self.ctx.cache.put_child(uid, existing, deleted=False)
+        return observe_pods(existing, [])
+
+    async def _pods(self, uid: str, ns: str, tjob: JsonDict) -> list[JsonDict]:
+        name = tjob["metadata"]["name"]
+        pods = self.ctx.cache.pods_of(uid, name)
+        jstatus = tjob.get("status") or {}
+        ended = _has_condition(jstatus, "Failed") or _has_condition(jstatus, "Complete")
+        done = [p for p in pods if (p.get("status") or {}).get("phase") in ("Succeeded", "Failed")]
+        # the watch cache may lag behind the Job: a finished Job whose finished pod we have not seen yet,
+        # or counted pods we do not have, are read from the API
+        if (ended and not done) or (not pods and (jstatus.get("active") or jstatus.get("failed")
+                                                  or jstatus.get("succeeded"))):
+            pods = await self.ctx.kube.list("pods", ns, label_selector=f"job-name={name}")
+            for pod in pods:
+                self.ctx.cache.put_child(uid, pod, deleted=False)
+        return pods
+
+    async def observe(self, job: FinetuneJob, attempt: int) -> Observation:
+        uid = job.metadata.uid or ""
+        ns = job.metadata.namespace or "default"
+        name = trainer_job_name(job.metadata.name, attempt)
+        tjob = self.ctx.cache.child(uid, "Job", name)
+        if tjob is None:
+            tjob = await self.ctx.kube.get_or_none("jobs", ns, name)
+            if tjob is not None:
+                self.ctx.cache.put_child(uid, tjob, deleted=False)
+        if tjob is None or tjob["metadata"].get("deletionTimestamp"):
+            return Observation(state="none")
+        return observe_pods(tjob, await self._pods(uid, ns, tjob))
+
+    async def cancel(self, job: FinetuneJob, attempt: int) -> None:
+        ns = job.metadata.namespace or "default"
+        name = trainer_job_name(job.metadata.name, attempt)
+        await self.ctx.kube.delete("jobs", ns, name, propagation_policy="Foreground")
+        self.ctx.cache.put_child(job.metadata.uid or "", {"kind": "Job", "metadata": {"name": name}}, deleted=True)

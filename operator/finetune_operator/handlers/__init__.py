@@ -1,0 +1,117 @@
+"""kopf handlers, thin: every trigger ends in the one `reconcile` of a FinetuneJob.
+
+* FinetuneJob resume / create / update -> reconcile; every FinetuneJob watch event refreshes the cache.
+* Events of owned batch Jobs and Pods (our labels) -> cache, then reconcile the owner.
+* A periodic resync (settings.resync_period_seconds) reconciles every known job: level-based recovery of
+  anything a missed event left behind, TTLs after a restart included. It is a plain background loop rather
+  than a kopf timer, because kopf puts a finalizer on every object that has a timer; the only finalizer is
+  the one of hosted jobs (remote cancel on deletion).
+* Handler results are never stored (every handler returns None), and kopf's own bookkeeping lives in
+  annotations under `finetune.dev/` (see main.configure_kopf).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from ..api.common import GROUP, VERSION
+from ..api.finetunejob import PLURAL
+from ..config import Settings
+from ..kube import Connection
+from ..naming import LABEL_JOB_UID, LABEL_MANAGED_BY, MANAGED_BY
+from .context import OperatorContext
+from .reconcile import cancel_hosted, hosted, reconcile, reconcile_uid
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["OperatorContext", "build_registry"]
+
+
+def _ctx(memo: Any) -> OperatorContext:
+    ctx = memo.ctx
+    assert isinstance(ctx, OperatorContext)
+    return ctx
+
+
+async def _resync_loop(ctx: OperatorContext) -> None:
+    while True:
+        await asyncio.sleep(ctx.settings.resync_period_seconds)
+        for uid in list(ctx.cache.jobs):
+            await reconcile_uid(ctx, uid)
+
+
+def build_registry(settings: Settings) -> kopf.OperatorRegistry:
+    """A fresh registry with the operator's handlers (no global state: tests can run several operators)."""
+    registry = kopf.OperatorRegistry()
+    del settings  # read from the memo at run time
+
+    @kopf.on.startup(registry=registry)
+    async def startup(memo: Any, **_: Any) -> None:
+        ctx = _ctx(memo)
+        ctx.reconcile_cb = lambda uid: reconcile_uid(ctx, uid)
+        ctx.spawn(_resync_loop(ctx), name="resync")
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(memo: Any, **_: Any) -> None:
+        await _ctx(memo).stop_tasks()  # before kopf's shutdown treats them as hung
+
+    @kopf.on.login(registry=registry)
+    def login(memo: Any, **kwargs: Any) -> kopf.ConnectionInfo | None:
+        ctx = _ctx(memo)
+        info: kopf.ConnectionInfo | None
+        if ctx.settings.api_server:
+            info = kopf.ConnectionInfo(server=ctx.settings.api_server, insecure=ctx.settings.api_insecure or None)
+        else:
+            info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        if info is not None:
+            ctx.kube.configure(Connection.from_kopf(info))
+        return info
+
+    @kopf.on.probe(id="alive", registry=registry)
+    def alive(**_: Any) -> bool:
+        return True
+
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
+    async def changed(body: kopf.Body, memo: Any, **_: Any) -> None:
+        await reconcile(_ctx(memo), dict(body))
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    async def job_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+        ctx = _ctx(memo)
+        obj = dict(event["object"])
+        uid = str(obj.get("metadata", {}).get("uid", ""))
+        if event["type"] == "DELETED":
+            ctx.forget(uid)
+        else:
+            ctx.cache.put_job(obj)
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, when=lambda body, **_: hosted(body), registry=registry)
+    async def deleted_hosted(body: kopf.Body, memo: Any, **_: Any) -> None:
+        ctx = _ctx(memo)
+        await asyncio.wait_for(cancel_hosted(ctx, dict(body)), ctx.settings.hosted_cancel_timeout_seconds)
+
+    async def child_event(event: kopf.RawEvent, memo: Any) -> None:
+        ctx = _ctx(memo)
+        obj = dict(event["object"])
+        owner = (obj.get("metadata", {}).get("labels") or {}).get(LABEL_JOB_UID)
+        if not owner:
+            return
+        ctx.cache.put_child(owner, obj, deleted=event["type"] == "DELETED")
+        if owner in ctx.cache.jobs:
+            await reconcile_uid(ctx, owner)
+
+    @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY}, registry=registry)
+    async def trainer_job_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+        await child_event(event, memo)
+
+    @kopf.on.event("v1", "pods", labels={LABEL_MANAGED_BY: MANAGED_BY}, registry=registry)
+    async def trainer_pod_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+        await child_event(event, memo)
+
+    return registry

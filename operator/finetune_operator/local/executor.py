@@ -1,0 +1,335 @@
+"""A local "kubelet" for `finetune local`: runs the emulator's trainer pods as local processes.
+
+For each pending pod it resolves the container's env (values, secretKeyRef, configMapKeyRef, fieldRef) and
+volumes (ConfigMap and Secret volumes -> files, PVCs -> WORKDIR/pvc/<claim>, projected service-account
+tokens -> a token file, emptyDirs -> temp dirs), maps the container's mount paths to those host
+directories (in the args, the env and the trainer's config file), runs `python -m finetune_trainer`, and
+writes the pod status back like a kubelet: Running, then Succeeded/Failed with the container's terminated
+state (exit code and the termination message file as `message`). Deleting a pod sends SIGTERM and waits
+the pod's grace period before SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from finetune_operator.local.emulator import Emulator
+from finetune_operator.local.semantics import ApiError, JsonDict, Selector, now_rfc3339
+
+logger = logging.getLogger(__name__)
+
+TERMINATION_LOG = "/dev/termination-log"
+MAX_MESSAGE = 4096  # the kubelet's limit of a termination message
+DEFAULT_ENTRYPOINT = ["python", "-m", "finetune_trainer"]
+
+
+class PodSetupError(Exception):
+    """The pod cannot start (a missing ConfigMap or Secret): reported like CreateContainerConfigError."""
+
+
+@dataclass
+class _Running:
+    pod: JsonDict
+    proc: asyncio.subprocess.Process | None = None
+    task: asyncio.Task[None] | None = None
+    deleted: bool = False
+    root: Path = field(default_factory=Path)
+
+
+def rewrite(value: Any, mapping: Mapping[str, str]) -> Any:
+    """Replace container path prefixes by host paths in every string of a JSON-like value."""
+    if isinstance(value, str):
+        for prefix in sorted(mapping, key=len, reverse=True):
+            if value == prefix or value.startswith(prefix.rstrip("/") + "/"):
+                return mapping[prefix] + value[len(prefix) :]
+        return value
+    if isinstance(value, list):
+        return [rewrite(v, mapping) for v in value]
+    if isinstance(value, dict):
+        return {k: rewrite(v, mapping) for k, v in value.items()}
+    return value
+
+
+class LocalExecutor:
+    """Runs pods of an Emulator as local processes until stopped."""
+
+    def __init__(
+        self,
+        emu: Emulator,
+        workdir: Path,
+        *,
+        python: str = sys.executable,
+        extra_env: Mapping[str, str] | None = None,
+        token: str | None = None,
+    ) -> None:
+        self.emu = emu
+        self.workdir = workdir.resolve()
+        self.python = python
+        self.extra_env = dict(extra_env or {})
+        self.token = token or secrets.token_hex(16)
+        self._pods: dict[str, _Running] = {}  # pod uid -> run
+        self._task: asyncio.Task[None] | None = None
+        self._watcher: Any = None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        rdef = self.emu.store.resolve("", "v1", "pods")
+        self._watcher = self.emu.store.watch(rdef, Selector(), None)
+        self._task = asyncio.create_task(self._run(), name="local-executor")
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self.emu.store.unwatch(self._watcher)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for run in list(self._pods.values()):
+            await self._terminate(run, grace=5.0)
+            if run.task is not None:
+                run.task.cancel()
+                with contextlib.suppress(BaseException):
+                    await run.task
+        self._pods.clear()
+
+    async def __aenter__(self) -> LocalExecutor:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _run(self) -> None:
+        while True:
+            event = await self._watcher.queue.get()
+            if event is None:
+                return
+            pod = event["object"]
+            uid = str(pod["metadata"].get("uid"))
+            if event["type"] == "DELETED":
+                run = self._pods.get(uid)
+                if run is not None and not run.deleted:
+                    run.deleted = True
+                    grace = float((pod.get("spec") or {}).get("terminationGracePeriodSeconds") or 30)
+                    asyncio.create_task(self._terminate(run, grace))
+                continue
+            phase = (pod.get("status") or {}).get("phase", "Pending")
+            if uid not in self._pods and phase == "Pending" and not pod["metadata"].get("deletionTimestamp"):
+                run = _Running(pod=pod)
+                self._pods[uid] = run
+                run.task = asyncio.create_task(self._run_pod(run), name=f"pod-{pod['metadata']['name']}")
+
+    # --- one pod ---------------------------------------------------------------------------------
+
+    async def _status(self, pod: JsonDict, status: JsonDict) -> None:
+        meta = pod["metadata"]
+        with contextlib.suppress(ApiError):
+            await self.emu.patch("pods", meta["namespace"], meta["name"], {"status": status}, subresource="status")
+
+    def _secret(self, ns: str, name: str) -> dict[str, str] | None:
+        obj = self.emu.store.get("secrets", ns, name)
+        if obj is None:
+            return None
+        out = {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
+        out.update(obj.get("stringData") or {})
+        return out
+
+    def _config_map(self, ns: str, name: str) -> dict[str, str] | None:
+        obj = self.emu.store.get("configmaps", ns, name)
+        return None if obj is None else dict(obj.get("data") or {})
+
+    def _write_items(self, target: Path, data: Mapping[str, str], items: list[JsonDict] | None) -> None:
+        target.mkdir(parents=True, exist_ok=True)
+        pairs = [(i["key"], i.get("path", i["key"])) for i in items] if items else [(k, k) for k in data]
+        for key, path in pairs:
+            if key not in data:
+                raise PodSetupError(f"key {key!r} not found")
+            dest = target / path
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(data[key], encoding="utf-8")
+
+    def _volume(self, ns: str, vol: JsonDict, root: Path) -> Path:
+        name = vol["name"]
+        target = root / "volumes" / name
+        if "persistentVolumeClaim" in vol:
+            path = self.workdir / "pvc" / vol["persistentVolumeClaim"]["claimName"]
+            path.mkdir(parents=True, exist_ok=True)
+            return path
+        if "configMap" in vol:
+            ref = vol["configMap"]
+            data = self._config_map(ns, ref["name"])
+            if data is None:
+                if ref.get("optional"):
+                    target.mkdir(parents=True, exist_ok=True)
+                    return target
+                raise PodSetupError(f'configmap "{ref["name"]}" not found')
+            self._write_items(target, data, ref.get("items"))
+            return target
+        if "secret" in vol:
+            ref = vol["secret"]
+            sdata = self._secret(ns, ref["secretName"])
+            if sdata is None:
+                raise PodSetupError(f'secret "{ref["secretName"]}" not found')
+            self._write_items(target, sdata, ref.get("items"))
+            return target
+        if "projected" in vol:
+            target.mkdir(parents=True, exist_ok=True)
+            for src in vol["projected"].get("sources") or []:
+                if "serviceAccountToken" in src:
+                    (target / src["serviceAccountToken"].get("path", "token")).write_text(self.token)
+                elif "configMap" in src:
+                    cm = self._config_map(ns, src["configMap"]["name"])
+                    if cm is not None:  # kube-root-ca.crt does not exist locally (plain HTTP)
+                        self._write_items(target, cm, src["configMap"].get("items"))
+                elif "secret" in src:
+                    sec = self._secret(ns, src["secret"]["name"])
+                    if sec is not None:
+                        self._write_items(target, sec, src["secret"].get("items"))
+            return target
+        target.mkdir(parents=True, exist_ok=True)  # emptyDir and anything else: a scratch directory
+        return target
+
+    def _env(self, pod: JsonDict, container: JsonDict, mapping: Mapping[str, str]) -> dict[str, str]:
+        ns = pod["metadata"]["namespace"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FINETUNE_")}
+        env.update(self.extra_env)
+        for item in container.get("env") or []:
+            name = item["name"]
+            if "value" in item:
+                env[name] = str(rewrite(str(item["value"]), mapping))
+                continue
+            source = item.get("valueFrom") or {}
+            value: str | None = None
+            if "secretKeyRef" in source:
+                ref = source["secretKeyRef"]
+                value = (self._secret(ns, ref["name"]) or {}).get(ref["key"])
+                if value is None and not ref.get("optional"):
+                    raise PodSetupError(f'secret "{ref["name"]}" key "{ref["key"]}" not found')
+            elif "configMapKeyRef" in source:
+                ref = source["configMapKeyRef"]
+                value = (self._config_map(ns, ref["name"]) or {}).get(ref["key"])
+                if value is None and not ref.get("optional"):
+                    raise PodSetupError(f'configmap "{ref["name"]}" key "{ref["key"]}" not found')
+            elif "fieldRef" in source:
+                path = source["fieldRef"]["fieldPath"]
+                value = {"metadata.name": pod["metadata"]["name"], "metadata.namespace": ns,
+                         "metadata.uid": pod["metadata"].get("uid", "")}.get(path)
+            if value is not None:
+                env[name] = value
+        return env
+
+    def _prepare(self, run: _Running) -> tuple[list[str], dict[str, str], Path]:
+        pod = run.pod
+        ns = pod["metadata"]["namespace"]
+        spec = pod.get("spec") or {}
+        container = (spec.get("containers") or [{}])[0]
+        root = self.workdir / "pods" / ns / pod["metadata"]["name"]
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        run.root = root
+        volumes = {vol["name"]: self._volume(ns, vol, root) for vol in spec.get("volumes") or []}
+        mapping: dict[str, str] = {}
+        for mount in container.get("volumeMounts") or []:
+            host = volumes.get(mount["name"])
+            if host is None:
+                raise PodSetupError(f"volume {mount['name']!r} not found")
+            if mount.get("subPath"):
+                host = host / mount["subPath"]
+            mapping[mount["mountPath"].rstrip("/") or "/"] = str(host)
+        term_log = root / "termination-log"
+        mapping[container.get("terminationMessagePath") or TERMINATION_LOG] = str(term_log)
+        command = list(container.get("command") or DEFAULT_ENTRYPOINT)
+        if command[0] in ("python", "python3"):
+            command[0] = self.python
+        args = [str(a) for a in rewrite(list(container.get("args") or []), mapping)]
+        if "--config" in args:  # the trainer's config names container paths too: give it a mapped copy
+            index = args.index("--config") + 1
+            config = json.loads(Path(args[index]).read_text(encoding="utf-8"))
+            mapped = root / "config.json"
+            mapped.write_text(json.dumps(rewrite(config, mapping), indent=2), encoding="utf-8")
+            args[index] = str(mapped)
+        env = self._env(pod, container, mapping)
+        env["FINETUNE_TERMINATION_LOG"] = str(term_log)
+        env.setdefault("OMP_NUM_THREADS", "1")
+        return [*command, *args], env, term_log
+
+    async def _run_pod(self, run: _Running) -> None:
+        pod = run.pod
+        container = ((pod.get("spec") or {}).get("containers") or [{}])[0]
+        cname = container.get("name", "main")
+        try:
+            argv, env, term_log = self._prepare(run)
+        except (PodSetupError, OSError, ValueError) as exc:
+            logger.warning("pod %s cannot start: %s", pod["metadata"]["name"], exc)
+            await self._status(pod, {"containerStatuses": [{
+                "name": cname, "ready": False, "restartCount": 0, "image": container.get("image", ""),
+                "state": {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}}}]})
+            return
+        started = now_rfc3339()
+        with (run.root / "log.txt").open("wb") as log:
+            run.proc = await asyncio.create_subprocess_exec(
+                *argv, env=env, cwd=str(run.root), stdout=log, stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+            if run.deleted:
+                await self._terminate(run, 30.0)
+            await self._status(pod, {
+                "phase": "Running", "startTime": started, "hostIP": "127.0.0.1", "podIP": "127.0.0.1",
+                "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": started}],
+                "containerStatuses": [{"name": cname, "ready": True, "started": True, "restartCount": 0,
+                                       "image": container.get("image", ""),
+                                       "state": {"running": {"startedAt": started}}}],
+            })
+            code = await run.proc.wait()
+        if run.deleted:
+            return  # the pod is gone: nothing to report
+        message = term_log.read_text(encoding="utf-8", errors="replace")[-MAX_MESSAGE:] if term_log.exists() else ""
+        if not message and code != 0:  # terminationMessagePolicy FallbackToLogsOnError
+            tail = (run.root / "log.txt").read_bytes()[-2048:].decode(errors="replace")
+            message = tail
+        if code < 0:  # killed by a signal: report 128+n like a container runtime
+            code = 128 - code
+        finished = now_rfc3339()
+        terminated: JsonDict = {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                                "startedAt": started, "finishedAt": finished}
+        if message:
+            terminated["message"] = message
+        await self._status(pod, {
+            "phase": "Succeeded" if code == 0 else "Failed",
+            "conditions": [{"type": "Ready", "status": "False", "reason": "PodCompleted",
+                            "lastTransitionTime": finished}],
+            "containerStatuses": [{"name": cname, "ready": False, "started": False, "restartCount": 0,
+                                   "image": container.get("image", ""), "state": {"terminated": terminated}}],
+        })
+        logger.info("pod %s exited with %s", pod["metadata"]["name"], code)
+
+    async def _terminate(self, run: _Running, grace: float) -> None:
+        proc = run.proc
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), grace)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+
+    @property
+    def running(self) -> int:
+        return sum(1 for run in self._pods.values() if run.proc is not None and run.proc.returncode is None)
