@@ -16,35 +16,97 @@ from typing import Any
 
 import yaml
 
-PREFIX = ["Zor", "Vel", "Quin", "Brax", "Lum", "Tarn", "Oska", "Fen", "Mira", "Kest", "Dov", "Pell", "Ryn", "Sol"]
+PREFIX = [
+    "Zor",
+    "Vel",
+    "Quin",
+    "Brax",
+    "Lum",
+    "Tarn",
+    "Oska",
+    "Fen",
+    "Mira",
+    "Kest",
+    "Dov",
+    "Pell",
+    "Ryn",
+    "Sol",
+]
 SUFFIX = ["ix", "ora", "ton", "ex", "ium", "ara", "ent", "ova", "is", "ant", "elle", "or"]
-KINDS = ["blender", "e-bike", "router", "thermostat", "backpack", "coffee grinder", "drone", "desk lamp",
-         "air purifier", "label printer", "water filter", "smartwatch", "tent", "projector", "scanner"]
-COMPANIES = ["Hollow Pine Labs", "Greywater Systems", "Northgate Devices", "Amberline Goods", "Cobalt Harbor",
-             "Tidewell Works", "Fernbrook Co", "Ironleaf Tech"]
+KINDS = [
+    "blender",
+    "e-bike",
+    "router",
+    "thermostat",
+    "backpack",
+    "coffee grinder",
+    "drone",
+    "desk lamp",
+    "air purifier",
+    "label printer",
+    "water filter",
+    "smartwatch",
+    "tent",
+    "projector",
+    "scanner",
+]
+COMPANIES = [
+    "Hollow Pine Labs",
+    "Greywater Systems",
+    "Northgate Devices",
+    "Amberline Goods",
+    "Cobalt Harbor",
+    "Tidewell Works",
+    "Fernbrook Co",
+    "Ironleaf Tech",
+]
 CITIES = ["Lisbon", "Tallinn", "Osaka", "Denver", "Cork", "Porto", "Leipzig", "Halifax", "Perth", "Bergen"]
 MATERIALS = ["recycled aluminium", "bamboo fibre", "carbon composite", "stainless steel", "oak veneer"]
 COLORS = ["slate grey", "moss green", "sand beige", "midnight blue", "coral red"]
 
 # (passage sentence, question paraphrases): passages and questions use different words on purpose.
 FACTS: list[tuple[str, list[str]]] = [
-    ("The {name} {kind} is covered by a {years}-year limited warranty from {company}.",
-     ["How long is the guarantee on the {name}?", "For how many years does {company} stand behind the {name}?"]),
-    ("Its rechargeable cell delivers about {hours} hours of operation on a full charge.",
-     ["How long does the {name} run before it needs to be plugged in?", "What is the battery life of the {name}?"]),
-    ("The {name} weighs {weight} kilograms and its housing is made of {material}.",
-     ["How heavy is the {name}?", "What is the {name}'s body built from?"]),
-    ("{company} assembles every {name} unit at its plant in {city}.",
-     ["Where is the {name} manufactured?", "In which town does the {name} get built?"]),
-    ("Customers may send back an unused {name} within {days} days of delivery for a full refund.",
-     ["What is the return window for the {name}?", "Until when can I get my money back on a {name}?"]),
-    ("The {name} ships in a {color} finish and retails for {price} euros.",
-     ["What does the {name} cost?", "Which colour does the {name} come in?"]),
-    ("Firmware for the {name} is patched every {months} months through the companion app.",
-     ["How often does the {name} receive software updates?", "What is the update cadence of the {name}?"]),
-    ("Support requests about the {name} are answered by the {city} help desk within {support} hours.",
-     ["How quickly will someone reply if I need help with my {name}?",
-      "What is the response time for {name} customer service?"]),
+    (
+        "The {name} {kind} is covered by a {years}-year limited warranty from {company}.",
+        [
+            "How long is the guarantee on the {name}?",
+            "For how many years does {company} stand behind the {name}?",
+        ],
+    ),
+    (
+        "Its rechargeable cell delivers about {hours} hours of operation on a full charge.",
+        [
+            "How long does the {name} run before it needs to be plugged in?",
+            "What is the battery life of the {name}?",
+        ],
+    ),
+    (
+        "The {name} weighs {weight} kilograms and its housing is made of {material}.",
+        ["How heavy is the {name}?", "What is the {name}'s body built from?"],
+    ),
+    (
+        "{company} assembles every {name} unit at its plant in {city}.",
+        ["Where is the {name} manufactured?", "In which town does the {name} get built?"],
+    ),
+    (
+        "Customers may send back an unused {name} within {days} days of delivery for a full refund.",
+        ["What is the return window for the {name}?", "Until when can I get my money back on a {name}?"],
+    ),
+    (
+        "The {name} ships in a {color} finish and retails for {price} euros.",
+        ["What does the {name} cost?", "Which colour does the {name} come in?"],
+    ),
+    (
+        "Firmware for the {name} is patched every {months} months through the companion app.",
+        ["How often does the {name} receive software updates?", "What is the update cadence of the {name}?"],
+    ),
+    (
+        "Support requests about the {name} are answered by the {city} help desk within {support} hours.",
+        [
+            "How quickly will someone reply if I need help with my {name}?",
+            "What is the response time for {name} customer service?",
+        ],
+    ),
 ]
 
 
@@ -54,11 +116,21 @@ def _product(rng: random.Random, used: set[str]) -> dict[str, Any]:
         if name not in used:
             used.add(name)
             break
-    return {"name": name, "kind": rng.choice(KINDS), "company": rng.choice(COMPANIES), "city": rng.choice(CITIES),
-            "years": rng.randint(1, 6), "hours": rng.randint(4, 60), "weight": round(rng.uniform(0.2, 9.5), 1),
-            "material": rng.choice(MATERIALS), "days": rng.choice([14, 30, 45, 60, 90]),
-            "color": rng.choice(COLORS), "price": rng.randint(19, 1499), "months": rng.randint(1, 12),
-            "support": rng.choice([4, 8, 12, 24, 48])}
+    return {
+        "name": name,
+        "kind": rng.choice(KINDS),
+        "company": rng.choice(COMPANIES),
+        "city": rng.choice(CITIES),
+        "years": rng.randint(1, 6),
+        "hours": rng.randint(4, 60),
+        "weight": round(rng.uniform(0.2, 9.5), 1),
+        "material": rng.choice(MATERIALS),
+        "days": rng.choice([14, 30, 45, 60, 90]),
+        "color": rng.choice(COLORS),
+        "price": rng.randint(19, 1499),
+        "months": rng.randint(1, 12),
+        "support": rng.choice([4, 8, 12, 24, 48]),
+    }
 
 
 def generate(n_queries: int, seed: int = 7) -> dict[str, Any]:
@@ -70,7 +142,7 @@ def generate(n_queries: int, seed: int = 7) -> dict[str, Any]:
     used: set[str] = set()
     while len(queries) < n_queries:
         prod = _product(rng, used)
-        for fi, (sentence, questions) in enumerate(FACTS):
+        for sentence, questions in FACTS:
             if len(queries) >= n_queries:
                 break
             did = f"doc-{len(corpus):05d}"
@@ -91,19 +163,26 @@ def split(ds: dict[str, Any], n_val: int, seed: int = 7) -> tuple[dict[str, Any]
 
     def part(keep: set[str], extra: set[str]) -> dict[str, Any]:
         docs = {d for q in keep for d in ds["relevant_docs"][q]} | extra
-        return {"queries": {q: t for q, t in ds["queries"].items() if q in keep},
-                "corpus": {d: t for d, t in ds["corpus"].items() if d in docs},
-                "relevant_docs": {q: v for q, v in ds["relevant_docs"].items() if q in keep}, "mode": "text"}
+        return {
+            "queries": {q: t for q, t in ds["queries"].items() if q in keep},
+            "corpus": {d: t for d, t in ds["corpus"].items() if d in docs},
+            "relevant_docs": {q: v for q, v in ds["relevant_docs"].items() if q in keep},
+            "mode": "text",
+        }
 
     train = part(train_q, set())
     return train, part(val_q, set(train["corpus"]))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--train", type=int, default=300, help="Training queries.")
     parser.add_argument("--val", type=int, default=100, help="Validation queries.")
-    parser.add_argument("--bench", type=int, default=0, help="Write a bench set with this many training pairs.")
+    parser.add_argument(
+        "--bench", type=int, default=0, help="Write a bench set with this many training pairs."
+    )
     parser.add_argument("--out", default="examples/data", help="Output dir.")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
@@ -115,16 +194,23 @@ def main() -> None:
     texts = {"train.json": json.dumps(train, indent=0), "val.json": json.dumps(val, indent=0)}
     for name, text in texts.items():
         (out / name).write_text(text + "\n", encoding="utf-8")
-    print(f"{out}: train {len(train['queries'])} queries / {len(train['corpus'])} docs, "
-          f"val {len(val['queries'])} queries / {len(val['corpus'])} docs")
+    print(
+        f"{out}: train {len(train['queries'])} queries / {len(train['corpus'])} docs, "
+        f"val {len(val['queries'])} queries / {len(val['corpus'])} docs"
+    )
     if not args.bench:
-        cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "quickstart-data"},
-              "data": {k: v + "\n" for k, v in texts.items()}}
+        cm = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "quickstart-data"},
+            "data": {k: v + "\n" for k, v in texts.items()},
+        }
         qs = Path("examples/quickstart")
         qs.mkdir(parents=True, exist_ok=True)
         header = "# Generated by bench/make_sample_data.py: the quickstart FinetuneJobs' training data.\n"
-        (qs / "dataset.yaml").write_text(header + yaml.safe_dump(cm, sort_keys=False, width=200),
-                                         encoding="utf-8")
+        (qs / "dataset.yaml").write_text(
+            header + yaml.safe_dump(cm, sort_keys=False, width=200), encoding="utf-8"
+        )
 
 
 if __name__ == "__main__":

@@ -89,11 +89,15 @@ class TwoLayerAdapter(nn.Module):
 Adapter = LinearAdapter | TwoLayerAdapter
 
 
-def build_adapter(kind: str, dim: int, hidden: int | None, bias: bool, activation: str, residual: bool) -> Adapter:
+def build_adapter(
+    kind: str, dim: int, hidden: int | None, bias: bool, activation: str, residual: bool
+) -> Adapter:
     if kind == "linear":
         return LinearAdapter(dim, dim, bias=bias)
     if kind == "twoLayer":
-        return TwoLayerAdapter(dim, hidden, dim, bias=bias, activation_fn_str=activation, add_residual=residual)
+        return TwoLayerAdapter(
+            dim, hidden, dim, bias=bias, activation_fn_str=activation, add_residual=residual
+        )
     raise ValueError(f"adapter kind must be linear or twoLayer, got {kind!r}")
 
 
@@ -117,7 +121,14 @@ def load_reference_layout(path: Path) -> Adapter:
 class TwoLayerAdapterModule(Module):
     """sentence-transformers module applying a TwoLayerAdapter to `sentence_embedding`."""
 
-    config_keys = ["in_features", "hidden_features", "out_features", "bias", "activation_fn_str", "add_residual"]
+    config_keys = [
+        "in_features",
+        "hidden_features",
+        "out_features",
+        "bias",
+        "activation_fn_str",
+        "add_residual",
+    ]
 
     def __init__(
         self,
@@ -128,9 +139,10 @@ class TwoLayerAdapterModule(Module):
         activation_fn_str: str = "relu",
         add_residual: bool = True,
     ) -> None:
-        super().__init__()
-        self.adapter = TwoLayerAdapter(in_features, hidden_features, out_features, bias, activation_fn_str,
-                                       add_residual)
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.adapter = TwoLayerAdapter(
+            in_features, hidden_features, out_features, bias, activation_fn_str, add_residual
+        )
         for key, value in self.adapter.get_config_dict().items():
             setattr(self, key, value)
 
@@ -146,7 +158,9 @@ class TwoLayerAdapterModule(Module):
         self.save_torch_weights(output_path, safe_serialization=safe_serialization)
 
     @classmethod
-    def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any) -> TwoLayerAdapterModule:
+    def load(  # type: ignore[override]
+        cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any
+    ) -> TwoLayerAdapterModule:
         hub = {k: kwargs[k] for k in ("token", "cache_folder", "revision", "local_files_only") if k in kwargs}
         config = cls.load_config(model_name_or_path, subfolder=subfolder, **hub)
         module = cls(**config)
@@ -161,8 +175,16 @@ def query_modules(adapter: Adapter) -> list[Module]:
     from sentence_transformers.sentence_transformer.modules import Dense
 
     def dense(w: torch.Tensor, b: torch.Tensor | None, act: nn.Module, src: str, dst: str) -> Module:
-        return Dense(w.shape[1], w.shape[0], bias=b is not None, activation_function=act, init_weight=w,
-                     init_bias=b, module_input_name=src, module_output_name=dst)
+        return Dense(
+            w.shape[1],
+            w.shape[0],
+            bias=b is not None,
+            activation_function=act,
+            init_weight=w,
+            init_bias=b,
+            module_input_name=src,
+            module_output_name=dst,
+        )
 
     emb, hid = "sentence_embedding", "adapter_hidden"
     with torch.no_grad():
@@ -173,8 +195,10 @@ def query_modules(adapter: Adapter) -> list[Module]:
         b1 = adapter.linear1.bias.clone() if adapter.bias else None
         b2 = adapter.linear2.bias.clone() if adapter.bias else None
         if not adapter.add_residual:
-            return [dense(w1, b1, ACTIVATIONS[adapter.activation_fn_str](), emb, hid),
-                    dense(w2, b2, nn.Identity(), hid, emb)]
+            return [
+                dense(w1, b1, ACTIVATIONS[adapter.activation_fn_str](), emb, hid),
+                dense(w2, b2, nn.Identity(), hid, emb),
+            ]
         if adapter.activation_fn_str == "relu":
             r = adapter.residual_weight.detach()
             eye = torch.eye(adapter.in_features)
@@ -200,7 +224,8 @@ def save_adapter_model(base: Any, adapter: Adapter, path: Path) -> None:
         document_modules=base_modules,
     )
     router.default_route = "document"
-    model = SentenceTransformer(modules=[router], device=str(base.device),
-                                similarity_fn_name=base.similarity_fn_name)
+    model = SentenceTransformer(
+        modules=[router], device=str(base.device), similarity_fn_name=base.similarity_fn_name
+    )
     model.save(str(path))
     save_reference_layout(adapter, path / "adapter")

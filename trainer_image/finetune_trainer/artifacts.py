@@ -11,8 +11,9 @@ log = logging.getLogger(__name__)
 METRIC_KEYS = ("hitRateAt1", "hitRateAtK", "mrrAt10", "ndcgAt10")
 
 
-def write_tensorboard(path: Path, losses: list[tuple[int, float]], before: dict[str, Any],
-                      after: dict[str, Any]) -> None:
+def write_tensorboard(
+    path: Path, losses: list[tuple[int, float]], before: dict[str, Any], after: dict[str, Any]
+) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(log_dir=str(path))
@@ -27,8 +28,9 @@ def write_tensorboard(path: Path, losses: list[tuple[int, float]], before: dict[
         writer.close()
 
 
-def write_plot(path: Path, losses: list[tuple[int, float]], before: dict[str, Any], after: dict[str, Any],
-               title: str) -> None:
+def write_plot(
+    path: Path, losses: list[tuple[int, float]], before: dict[str, Any], after: dict[str, Any], title: str
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -42,7 +42,7 @@ def _file_ok(path: Path) -> bool:
             from safetensors import safe_open
 
             with safe_open(str(path), framework="pt") as fh:
-                for key in fh.keys():
+                for key in fh.keys():  # noqa: SIM118 (safe_open is not a dict)
                     fh.get_slice(key)
             return True
         if path.suffix == ".json":
@@ -60,7 +60,9 @@ def is_valid_checkpoint(path: Path, required: tuple[str, ...]) -> bool:
     return all(_file_ok(f) for f in path.rglob("*") if f.is_file())
 
 
-def latest_valid_checkpoint(root: Path, required: tuple[str, ...], remove_invalid: bool = True) -> Path | None:
+def latest_valid_checkpoint(
+    root: Path, required: tuple[str, ...], remove_invalid: bool = True
+) -> Path | None:
     """The newest checkpoint that loads; corrupt or partial newer ones are removed (or skipped)."""
     for step, path in reversed(list_checkpoints(root)):
         if is_valid_checkpoint(path, required):
@@ -103,7 +105,7 @@ class StopFlag:
             signal.signal(signal.SIGTERM, handler)
 
 
-class Interrupted(Exception):  # noqa: N818
+class Interrupted(Exception):
     """Training stopped on SIGTERM after saving a checkpoint."""
 
     def __init__(self, step: int) -> None:

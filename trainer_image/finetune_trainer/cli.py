@@ -17,22 +17,28 @@ ENGINES = ("sentence-transformers", "adapter")
 
 
 def _setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     for noisy in ("httpx", "urllib3", "filelock", "fsspec", "sentence_transformers", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def main_config(argv: list[str]) -> int:
     """`python -m finetune_trainer --config PATH` (the in-cluster entrypoint)."""
-    parser = argparse.ArgumentParser(prog="python -m finetune_trainer",
-                                     description="Run one FinetuneJob attempt from a TrainerConfig JSON file.")
+    parser = argparse.ArgumentParser(
+        prog="python -m finetune_trainer",
+        description="Run one FinetuneJob attempt from a TrainerConfig JSON file.",
+    )
     parser.add_argument("--config", required=True, help="TrainerConfig JSON (rendered by the operator).")
     parser.add_argument("--progress-bar", action="store_true", help="Also show a progress bar on stderr.")
     args = parser.parse_args(argv)
     _setup_logging()
-    from finetune_operator.api.trainerconfig import EXIT_INVALID, TrainerConfig
     from pydantic import ValidationError
+
+    from finetune_operator.api.trainerconfig import EXIT_INVALID, TrainerConfig
 
     try:
         cfg = TrainerConfig.model_validate_json(Path(args.config).read_text(encoding="utf-8"))
@@ -56,7 +62,8 @@ def _train_parser() -> argparse.ArgumentParser:
         prog="finetune train",
         description="Finetune an embedding model on this machine, from a FinetuneJob manifest (-f) or flags. "
         "Shows a progress bar; prints the result JSON as the last line of stdout. Re-running with the same "
-        "--output resumes from the newest checkpoint.")
+        "--output resumes from the newest checkpoint.",
+    )
     p.add_argument("-f", "--file", help="A FinetuneJob manifest (YAML or JSON); flags below override it.")
     p.add_argument("--engine", choices=ENGINES, help="Training engine (default: sentence-transformers).")
     p.add_argument("--train", help="Training data: EmbeddingQA JSON path, http(s):// URL or s3:// URI.")
@@ -67,7 +74,9 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--learning-rate", type=float)
     p.add_argument("--adapter", choices=("linear", "two-layer"), help="Adapter engine: adapter shape.")
-    p.add_argument("--checkpoint-steps", type=int, default=None, help="Checkpoint every N steps (default 100).")
+    p.add_argument(
+        "--checkpoint-steps", type=int, default=None, help="Checkpoint every N steps (default 100)."
+    )
     p.add_argument("--keep-checkpoints", type=int, default=None, help="Keep the newest K checkpoints.")
     p.add_argument("--seed", type=int)
     p.add_argument("--no-progress", action="store_true", help="No progress bar.")
@@ -78,6 +87,7 @@ def _train_parser() -> argparse.ArgumentParser:
 def build_config(args: argparse.Namespace) -> Any:
     """A TrainerConfig from a manifest and/or flags."""
     import yaml
+
     from finetune_operator.api.errors import parse_job
     from finetune_operator.api.finetunejob import FinetuneJobSpec
     from finetune_operator.api.trainerconfig import JobRef, TrainerConfig
@@ -98,11 +108,13 @@ def build_config(args: argparse.Namespace) -> Any:
         spec = None
         kind = "adapter" if args.engine == "adapter" else "sentenceTransformers"
         engine = {kind: {}}
-    (kind, eng), = engine.items()
+    ((kind, eng),) = engine.items()
     if args.model:
         eng["model" if kind == "sentenceTransformers" else "baseModel"] = args.model
     elif "model" not in eng and "baseModel" not in eng:
-        eng["model" if kind == "sentenceTransformers" else "baseModel"] = "sentence-transformers/all-MiniLM-L6-v2"
+        eng["model" if kind == "sentenceTransformers" else "baseModel"] = (
+            "sentence-transformers/all-MiniLM-L6-v2"
+        )
     for flag, key in (("epochs", "epochs"), ("batch_size", "batchSize"), ("learning_rate", "learningRate")):
         if getattr(args, flag) is not None:
             eng[key] = getattr(args, flag)
@@ -112,6 +124,10 @@ def build_config(args: argparse.Namespace) -> Any:
     spec_body["engine"] = {kind: eng}
     if args.seed is not None:
         spec_body["seed"] = args.seed
+    spec_body.setdefault("output", {"storageUri": f"pvc://local/{name}"})
+    if args.train and args.train.startswith(("http://", "https://", "s3://")):
+        spec_body.setdefault("dataset", {"train": {"url": args.train}})
+    spec_body.setdefault("dataset", {"train": {"pvc": {"claimName": "local", "path": "train.json"}}})
     full_spec = FinetuneJobSpec.model_validate(spec_body)
 
     def data(which: str, flag: str | None) -> str | None:
@@ -134,9 +150,17 @@ def build_config(args: argparse.Namespace) -> Any:
     output = args.output or str(Path("finetune-output") / name)
     if not output.startswith("s3://"):
         output = str(Path(output).resolve())
-    return TrainerConfig(job=JobRef(namespace=namespace, name=name), spec=full_spec, train=train,
-                         validation=data("validation", args.val), output_dir=output, output_uri=output,
-                         checkpoint_steps=checkpoint_steps, keep_checkpoints=keep, result_path=None)
+    return TrainerConfig(
+        job=JobRef(namespace=namespace, name=name),
+        spec=full_spec,
+        train=train,
+        validation=data("validation", args.val),
+        output_dir=output,
+        output_uri=output,
+        checkpoint_steps=checkpoint_steps,
+        keep_checkpoints=keep,
+        result_path=None,
+    )
 
 
 def train_main(argv: list[str]) -> int:
@@ -159,11 +183,16 @@ def train_main(argv: list[str]) -> int:
 
 
 def eval_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="finetune eval", description="Retrieval metrics of a model on a dataset "
-                                "(hit rate @1/@5, MRR@10, NDCG@10) as JSON. Adapter models apply to queries only.")
+    p = argparse.ArgumentParser(
+        prog="finetune eval",
+        description="Retrieval metrics of a model on a dataset "
+        "(hit rate @1/@5, MRR@10, NDCG@10) as JSON. Adapter models apply to queries only.",
+    )
     p.add_argument("--model", required=True, help="Model dir (a trained output's model/ dir) or model id.")
     p.add_argument("--data", required=True, help="EmbeddingQA JSON (path, URL or s3:// URI).")
-    p.add_argument("--base-model", help="Base model for a bare adapter dir (config.json + pytorch_model.bin).")
+    p.add_argument(
+        "--base-model", help="Base model for a bare adapter dir (config.json + pytorch_model.bin)."
+    )
     args = p.parse_args(argv)
     _setup_logging()
     from .data import DatasetError, load_dataset, validate_dataset
@@ -186,8 +215,11 @@ def evaluate_path(model: str, ds: Any, base_model: str | None = None) -> dict[st
     from .models import load_model
 
     path = Path(model)
-    bare_adapter = (path / "config.json").is_file() and (path / "pytorch_model.bin").is_file() and not (
-        path / "modules.json").is_file()
+    bare_adapter = (
+        (path / "config.json").is_file()
+        and (path / "pytorch_model.bin").is_file()
+        and not (path / "modules.json").is_file()
+    )
     if bare_adapter:
         adapter = load_reference_layout(path)
         base = load_model(base_model or "sentence-transformers/all-MiniLM-L6-v2")

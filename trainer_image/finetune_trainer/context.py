@@ -33,11 +33,16 @@ class TrainContext:
     def checkpoint_saved(self, step: int, path: Path, loss: float | None, uri: str) -> None:
         from datetime import UTC, datetime
 
-        entry: dict[str, Any] = {"step": step, "uri": uri,
-                                 "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        entry: dict[str, Any] = {
+            "step": step,
+            "uri": uri,
+            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
         if loss is not None:
             entry["loss"] = loss
-        existing = {p.name for p in self.checkpoint_root.iterdir()} if self.checkpoint_root.is_dir() else set()
+        existing = (
+            {p.name for p in self.checkpoint_root.iterdir()} if self.checkpoint_root.is_dir() else set()
+        )
         self.checkpoints = [c for c in self.checkpoints if c["uri"].rsplit("/", 1)[-1] in existing]
         self.checkpoints = [c for c in self.checkpoints if c["step"] != step] + [entry]
         if self.on_checkpoint is not None:

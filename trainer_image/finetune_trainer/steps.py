@@ -28,8 +28,16 @@ from .progress import JsonlSink, Reporter, Sink, StatusSink, TqdmSink
 
 log = logging.getLogger(__name__)
 
-STEPS = ("fetch data", "validate data", "load model", "evaluate before", "train", "evaluate after",
-         "save model", "write result")
+STEPS = (
+    "fetch data",
+    "validate data",
+    "load model",
+    "evaluate before",
+    "train",
+    "evaluate after",
+    "save model",
+    "write result",
+)
 MAX_RESULT_BYTES = 4096
 
 
@@ -42,8 +50,9 @@ def _fs(uri: str, cfg: TrainerConfig) -> Any:
 
     opts: dict[str, Any] = {}
     if cfg.s3 is not None and (cfg.s3.endpoint_url or cfg.s3.region):
-        opts["client_kwargs"] = {k: v for k, v in {"endpoint_url": cfg.s3.endpoint_url,
-                                                    "region_name": cfg.s3.region}.items() if v}
+        opts["client_kwargs"] = {
+            k: v for k, v in {"endpoint_url": cfg.s3.endpoint_url, "region_name": cfg.s3.region}.items() if v
+        }
     return fsspec.core.url_to_fs(uri, **opts)
 
 
@@ -130,7 +139,9 @@ def fetch_adapter(uri: str, cfg: TrainerConfig) -> Path:
     for cand in (path / "adapter", path / "model" / "adapter", path):
         if (cand / "config.json").is_file() and (cand / "pytorch_model.bin").is_file():
             return cand
-    raise DatasetError(f"spec.engine.adapter.continueFrom: no adapter (config.json + pytorch_model.bin) at {uri}")
+    raise DatasetError(
+        f"spec.engine.adapter.continueFrom: no adapter (config.json + pytorch_model.bin) at {uri}"
+    )
 
 
 def make_engine(cfg: TrainerConfig, ctx: TrainContext) -> Engine:
@@ -190,9 +201,17 @@ def run(cfg: TrainerConfig, progress_bar: bool = False, stop: StopFlag | None = 
         tr_rep, va_rep = validate_dataset(train, "train"), validate_dataset(val, "validation")
         log.info("train: %s; validation: %s", tr_rep.model_dump(), va_rep.model_dump())
         out.download_state()
-        ctx = TrainContext(train=train, validation=val, work_dir=out.local, reporter=reporter, stop=stop,
-                           seed=cfg.spec.seed, checkpoint_steps=cfg.checkpoint_steps,
-                           keep_checkpoints=cfg.keep_checkpoints, on_checkpoint=out.sync_checkpoint)
+        ctx = TrainContext(
+            train=train,
+            validation=val,
+            work_dir=out.local,
+            reporter=reporter,
+            stop=stop,
+            seed=cfg.spec.seed,
+            checkpoint_steps=cfg.checkpoint_steps,
+            keep_checkpoints=cfg.keep_checkpoints,
+            on_checkpoint=out.sync_checkpoint,
+        )
         engine = make_engine(cfg, ctx)
         step(2)
         reporter.report({"step": 0, "stage": "load model"}, force=True)
@@ -204,12 +223,21 @@ def run(cfg: TrainerConfig, progress_bar: bool = False, stop: StopFlag | None = 
         step(4)
         outcome = engine.train()
         step(5)
-        reporter.report({"step": outcome.steps, "total_steps": outcome.total_steps, "stage": "evaluate",
-                         "loss": outcome.train_loss}, force=True)
+        reporter.report(
+            {
+                "step": outcome.steps,
+                "total_steps": outcome.total_steps,
+                "stage": "evaluate",
+                "loss": outcome.train_loss,
+            },
+            force=True,
+        )
         after = engine.evaluate(trained=True)
         log.info("after: %s", after)
         step(6)
-        reporter.report({"step": outcome.steps, "total_steps": outcome.total_steps, "stage": "save"}, force=True)
+        reporter.report(
+            {"step": outcome.steps, "total_steps": outcome.total_steps, "stage": "save"}, force=True
+        )
         model_dir = out.local / "model"
         if model_dir.exists():
             shutil.rmtree(model_dir)
@@ -218,23 +246,42 @@ def run(cfg: TrainerConfig, progress_bar: bool = False, stop: StopFlag | None = 
         step(7)
         result = {
             "status": "succeeded",
-            "model": {"storageUri": f"{cfg.output_uri.rstrip('/')}/model", "format": engine.model_format,
-                      "baseModel": engine.base_model},
+            "model": {
+                "storageUri": f"{cfg.output_uri.rstrip('/')}/model",
+                "format": engine.model_format,
+                "baseModel": engine.base_model,
+            },
             "metrics": {"before": before, "after": after},
             "trainLoss": outcome.train_loss,
             "steps": outcome.steps,
             "wallSeconds": round(outcome.wall_seconds, 3),
-            "samplesPerSecond": round(outcome.samples / outcome.wall_seconds, 3) if outcome.wall_seconds else 0.0,
+            "samplesPerSecond": round(outcome.samples / outcome.wall_seconds, 3)
+            if outcome.wall_seconds
+            else 0.0,
             "peakRssBytes": peak_rss_bytes(),
-            "checkpoints": [{"step": c["step"], "uri": f"{cfg.output_uri.rstrip('/')}/{c['uri']}"}
-                            for c in ctx.checkpoints],
-            "dataset": {"trainQueries": len(train.queries), "validationQueries": len(val.queries),
-                        "corpusSize": len(set(train.corpus) | set(val.corpus))},
+            "checkpoints": [
+                {"step": c["step"], "uri": f"{cfg.output_uri.rstrip('/')}/{c['uri']}"}
+                for c in ctx.checkpoints
+            ],
+            "dataset": {
+                "trainQueries": len(train.queries),
+                "validationQueries": len(val.queries),
+                "corpusSize": len(set(train.corpus) | set(val.corpus)),
+            },
         }
         out.upload()
         write_result(cfg, out, result)
-        reporter.report({"step": outcome.steps, "total_steps": outcome.total_steps, "stage": "done",
-                         "loss": outcome.train_loss, "eta_seconds": 0}, ctx.checkpoints, force=True)
+        reporter.report(
+            {
+                "step": outcome.steps,
+                "total_steps": outcome.total_steps,
+                "stage": "done",
+                "loss": outcome.train_loss,
+                "eta_seconds": 0,
+            },
+            ctx.checkpoints,
+            force=True,
+        )
         reporter.close()
         log.info("done in %.1fs", time.monotonic() - t_start)
         return EXIT_OK
@@ -248,13 +295,19 @@ def run(cfg: TrainerConfig, progress_bar: bool = False, stop: StopFlag | None = 
         return EXIT_INTERRUPTED
 
 
-def _artifacts(path: Path, losses: list[tuple[int, float]], before: dict[str, Any], after: dict[str, Any],
-               fmt: str) -> None:
+def _artifacts(
+    path: Path, losses: list[tuple[int, float]], before: dict[str, Any], after: dict[str, Any], fmt: str
+) -> None:
     from .artifacts import write_plot, write_tensorboard
 
     try:
         write_tensorboard(path / "tensorboard", losses, before, after)
-        write_plot(path / "training.png", losses, before, after,
-                   f"{fmt}: MRR@10 {before['mrrAt10']:.3f} -> {after['mrrAt10']:.3f}")
+        write_plot(
+            path / "training.png",
+            losses,
+            before,
+            after,
+            f"{fmt}: MRR@10 {before['mrrAt10']:.3f} -> {after['mrrAt10']:.3f}",
+        )
     except Exception:
         log.warning("writing TensorBoard logs / plot failed", exc_info=True)
