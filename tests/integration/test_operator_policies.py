@@ -1,0 +1,141 @@
+"""Run policies against the emulator: deadline, suspend/resume, deletion, restarts, TTL, trainer progress."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import eventually
+from tests.integration.operator_support import (
+    NS,
+    created,
+    data_config_map,
+    result_json,
+    st_job,
+    status_of,
+    wait_phase,
+    wait_pod,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+
+async def test_deadline_exceeded(cluster: Any, operator_factory: Any, kubelet: Any) -> None:
+    await operator_factory()
+    await data_config_map(cluster)
+    await cluster.create(st_job(activeDeadlineSeconds=2))
+    pod = await wait_pod(cluster, 1)
+    await kubelet.run(pod)
+    await wait_phase(cluster, "Running")
+    status = await wait_phase(cluster, "Failed", timeout=10)
+    assert next(c for c in status["conditions"] if c["type"] == "Failed")["reason"] == "DeadlineExceeded"
+    # the running attempt was stopped
+    await eventually(lambda: cluster.store.get("jobs", NS, "ft-a1") is None)
+
+
+async def test_suspend_and_resume(cluster: Any, operator_factory: Any, kubelet: Any) -> None:
+    await operator_factory()
+    await data_config_map(cluster)
+    await cluster.create(st_job())
+    pod = await wait_pod(cluster, 1)
+    await kubelet.run(pod)
+    await wait_phase(cluster, "Running")
+    await cluster.patch("finetunejobs", NS, "ft", {"spec": {"runPolicy": {"suspend": True}}})
+    await wait_phase(cluster, "Suspended")
+    # the attempt's Job (and by cascade its pod, which gets SIGTERM) is gone, nothing new started
+    await eventually(lambda: cluster.store.get("jobs", NS, "ft-a1") is None)
+    await eventually(lambda: not cluster.store.list("pods", NS))
+    await asyncio.sleep(1.5)  # a resync passes without starting anything
+    assert status_of(cluster)["phase"] == "Suspended"
+    assert created(cluster, "jobs") == ["ft-a1"]
+    await cluster.patch("finetunejobs", NS, "ft", {"spec": {"runPolicy": {"suspend": False}}})
+    pod = await eventually(lambda: next(iter(cluster.store.list("pods", NS)), None))
+    await kubelet.run(pod)
+    await kubelet.succeed(pod, message=result_json())
+    status = await wait_phase(cluster, "Succeeded")
+    assert status.get("failedAttempts", 0) == 0
+
+
+async def test_delete_while_running_leaves_nothing(cluster: Any, operator_factory: Any, kubelet: Any) -> None:
+    await operator_factory()
+    await data_config_map(cluster)
+    await cluster.create(st_job())
+    pod = await wait_pod(cluster, 1)
+    await kubelet.run(pod)
+    await wait_phase(cluster, "Running")
+    await cluster.delete("finetunejobs", NS, "ft")
+    for plural in ("jobs", "pods", "serviceaccounts", "roles", "rolebindings"):
+        await eventually(lambda plural=plural: not cluster.store.list(plural, NS), timeout=5)
+    await eventually(lambda: cluster.store.get("configmaps", NS, "ft-trainer-config") is None)
+    await asyncio.sleep(1.5)  # resyncs and replayed events never recreate children
+    assert created(cluster, "jobs") == ["ft-a1"]
+    assert cluster.store.get("configmaps", NS, "ft-trainer-config") is None
+
+
+async def test_restart_mid_run_no_duplicates(cluster: Any, operator_factory: Any, kubelet: Any) -> None:
+    op = await operator_factory()
+    await data_config_map(cluster)
+    await cluster.create(st_job())
+    pod = await wait_pod(cluster, 1)
+    await kubelet.run(pod)
+    await wait_phase(cluster, "Running")
+    await op.stop()
+    await kubelet.fail(pod, exit_code=1, message="node flake")  # happens while the operator is down
+    await op.start()
+    pod2 = await wait_pod(cluster, 2)
+    await op.restart()
+    await kubelet.run(pod2)
+    await kubelet.succeed(pod2, message=result_json())
+    await wait_phase(cluster, "Succeeded")
+    await op.restart()
+    await asyncio.sleep(1.5)
+    assert created(cluster, "jobs") == ["ft-a1", "ft-a2"]
+    for plural in ("configmaps", "serviceaccounts", "roles", "rolebindings"):
+        names = created(cluster, plural)
+        assert len(names) == len(set(names)), (plural, names)
+    assert status_of(cluster)["phase"] == "Succeeded"
+
+
+async def test_ttl_deletes_finished_job_also_after_restart(
+    cluster: Any, operator_factory: Any, kubelet: Any
+) -> None:
+    op = await operator_factory()
+    await data_config_map(cluster)
+    await cluster.create(st_job("short", ttlSecondsAfterFinished=1))
+    await cluster.create(st_job("later", ttlSecondsAfterFinished=3))
+    for name in ("short", "later"):
+        pod = await wait_pod(cluster, 1, name=name)
+        await kubelet.succeed(pod, message=result_json(name))
+        await wait_phase(cluster, "Succeeded", name=name)
+    await eventually(lambda: cluster.store.get("finetunejobs", NS, "short") is None, timeout=5)
+    assert cluster.store.get("finetunejobs", NS, "later") is not None
+    await op.restart()  # the due time comes from status.completionTime, not from memory
+    await eventually(lambda: cluster.store.get("finetunejobs", NS, "later") is None, timeout=8)
+    await eventually(lambda: not cluster.store.list("jobs", NS), timeout=5)
+
+
+async def test_trainer_progress_through_status_subresource(
+    cluster: Any, operator_factory: Any, kubelet: Any
+) -> None:
+    """The trainer PATCHes status.progress with its per-job token; the operator keeps it."""
+    await operator_factory()
+    await data_config_map(cluster)
+    await cluster.create(st_job())
+    pod = await wait_pod(cluster, 1)
+    await kubelet.run(pod)
+    await wait_phase(cluster, "Running")
+    progress = {"step": 30, "totalSteps": 120, "percent": 25, "summary": "30/120 (25%)", "loss": 1.25,
+                "stage": "train", "updateTime": "2026-01-01T00:00:00Z"}
+    async with aiohttp.ClientSession(headers={"Authorization": "Bearer per-job-token"}) as http:
+        url = f"{cluster.url}/apis/finetune.dev/v1alpha1/namespaces/{NS}/finetunejobs/ft/status"
+        async with http.patch(url, json={"status": {"progress": progress}},
+                              headers={"Content-Type": "application/merge-patch+json"}) as resp:
+            assert resp.status == 200
+    await asyncio.sleep(1.5)  # resyncs and pod events do not wipe it
+    assert status_of(cluster)["progress"]["step"] == 30
+    await kubelet.succeed(pod, message=result_json())
+    status = await wait_phase(cluster, "Succeeded")
+    assert status["progress"]["step"] == 30
