@@ -23,6 +23,17 @@ from .common import (
     SecretKeyRef,
 )
 from .jobstatus import (  # noqa: F401  (re-exported)
+    TERMINAL_PHASES as TERMINAL_PHASES,
+    CheckpointRef as CheckpointRef,
+    CheckpointStatus as CheckpointStatus,
+    DatasetStatus as DatasetStatus,
+    FinetuneJobStatus as FinetuneJobStatus,
+    MetricsStatus as MetricsStatus,
+    ModelRef as ModelRef,
+    Phase as Phase,
+    Progress as Progress,
+    RetrievalMetrics as RetrievalMetrics,
+)
     TERMINAL_PHASES,
     CheckpointRef,
     CheckpointStatus,
