@@ -22,18 +22,7 @@ from .common import (
     OpenObject,
     SecretKeyRef,
 )
-from .jobstatus import (  # noqa: F401  (re-exported)
-    TERMINAL_PHASES as TERMINAL_PHASES,
-    CheckpointRef as CheckpointRef,
-    CheckpointStatus as CheckpointStatus,
-    DatasetStatus as DatasetStatus,
-    FinetuneJobStatus as FinetuneJobStatus,
-    MetricsStatus as MetricsStatus,
-    ModelRef as ModelRef,
-    Phase as Phase,
-    Progress as Progress,
-    RetrievalMetrics as RetrievalMetrics,
-)
+from .jobstatus import (
     TERMINAL_PHASES,
     CheckpointRef,
     CheckpointStatus,
@@ -45,6 +34,22 @@ from .jobstatus import (  # noqa: F401  (re-exported)
     Progress,
     RetrievalMetrics,
 )
+
+# Status models live in jobstatus.py and are re-exported here for convenience.
+__all__ = [
+    "TERMINAL_PHASES",
+    "CheckpointRef",
+    "CheckpointStatus",
+    "DatasetStatus",
+    "FinetuneJob",
+    "FinetuneJobSpec",
+    "FinetuneJobStatus",
+    "MetricsStatus",
+    "ModelRef",
+    "Phase",
+    "Progress",
+    "RetrievalMetrics",
+]
 
 KIND = "FinetuneJob"
 PLURAL = "finetunejobs"
