@@ -332,3 +332,18 @@ def test_chart_lua_is_the_documented_lua() -> None:
     assert (CHART / "files" / "argocd-health.lua").read_text() == (
         ROOT / "docs" / "argocd-health.lua"
     ).read_text()
+
+
+def test_network_policy_admits_only_metrics_and_health() -> None:
+    docs = manifests()
+    (policy,) = by_kind(docs, "NetworkPolicy")
+    (dep,) = by_kind(docs, "Deployment")
+    assert (
+        policy["spec"]["podSelector"]["matchLabels"].items()
+        <= dep["spec"]["template"]["metadata"]["labels"].items()
+    )
+    (rule,) = policy["spec"]["ingress"]
+    assert sorted(p["port"] for p in rule["ports"]) == [8080, 8081]
+    (policy,) = by_kind(manifests({"operator": {"metricsPort": 0, "healthPort": 0}}), "NetworkPolicy")
+    assert policy["spec"]["ingress"] == []
+    assert not by_kind(manifests({"networkPolicy": {"enabled": False}}), "NetworkPolicy")
