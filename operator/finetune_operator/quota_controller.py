@@ -13,7 +13,7 @@
   rolling budget frees room.
 
 Install into the handlers' :class:`~finetune_operator.handlers.context.OperatorContext` with
-:meth:`QuotaController.install` and register the kopf watches with :func:`register_kopf`.
+:meth:`QuotaController.install` and register the kopf watches with :func:`register_quota`.
 """
 
 from __future__ import annotations
@@ -127,6 +127,10 @@ class QuotaController:
         # reconcile runs now. Set by install(); the annotation write also produces a watch event.
         self.wake: Callable[[str], Awaitable[None]] | None = None
         self.passes = 0
+        # Withdraw the admission of suspended jobs so that a resume queues them again. Needs a reconcile
+        # that asks the hook again on resume; off by default (a resumed job keeps its admission).
+        self.requeue_suspended = False
+        self._granted: dict[str, AdmissionDecision] = {}  # admitted by a pass, not yet asked for
         self._lock = asyncio.Lock()
         self._started = 0  # passes started (a ticket for coalescing)
         self._result: AdmissionResult | None = None
@@ -187,6 +191,9 @@ class QuotaController:
     async def decide(self, job_uid: str) -> AdmissionDecision | None:
         """The admission decision of one job, from a pass that started after this call."""
         ticket = self._started
+        granted = self._granted.pop(job_uid, None)
+        if granted is not None:  # persisted by an earlier pass (the annotation is the record)
+            return granted
         async with self._lock:
             if self._result is not None and self._result_id > ticket and job_uid in self._result.decisions:
                 return self._result.decisions[job_uid]
@@ -252,7 +259,8 @@ class QuotaController:
             logger.info("admission of %d job(s) lost a resourceVersion race; re-running", len(lost))
             result = _drop_admissions(result, lost)
             self.capacity_changed()
-        await self._release(result, bodies)
+        if self.requeue_suspended:
+            await self._release(result, bodies)
         self.passes += 1
         self._result, self._result_id = result, pass_id
         for view in snapshot.jobs:
@@ -261,6 +269,8 @@ class QuotaController:
         for decision in result.newly_admitted:
             view = next(v for v in snapshot.jobs if v.uid == decision.uid)
             self.metrics.wait.observe(max(0.0, (snapshot.now - view.created).total_seconds()))
+            if decision.uid != skip_wake:
+                self._granted[decision.uid] = decision
             if decision.uid != skip_wake and self.wake is not None:
                 self._spawn(self.wake(decision.uid), f"quota-wake-{decision.uid}")
         await self._write_quota_status(quotas, result, snapshot.now)
@@ -299,6 +309,8 @@ class QuotaController:
             )
         for uid in set(self._specs) - live:
             del self._specs[uid]
+            self._granted.pop(uid, None)
+            self._holding.pop(uid, None)
         quotas: list[TrainingQuota] = []
         for raw in quotas_raw:
             try:
@@ -449,21 +461,42 @@ def to_hook_decision(decision: AdmissionDecision) -> hook.AdmissionDecision:
     )
 
 
-def register_kopf(registry: Any, get_controller: Callable[[Any], QuotaController | None]) -> None:
-    """Register the watches that wake admission: TrainingQuota changes and FinetuneJob capacity changes.
+def register_quota(registry: Any) -> None:
+    """Add quota admission to a kopf registry (call from ``build_registry``).
 
-    ``get_controller(memo)`` returns the controller of the running operator (e.g. ``memo.ctx.quota``).
+    * on startup: :meth:`QuotaController.install` into ``memo.ctx`` (the handlers' OperatorContext), which
+      makes the controller the admission hook;
+    * TrainingQuota events (spec changes, creation, deletion) and FinetuneJob events that free capacity
+      (finished, suspended, deleted) run admission at once.
     """
     import kopf
 
+    if getattr(registry, "_finetune_quota", False):  # registered already
+        return
+    registry._finetune_quota = True
+
+    @kopf.on.startup(registry=registry)
+    async def quota_startup(memo: Any, **_: Any) -> None:
+        QuotaController.install(memo.ctx)
+
+    @kopf.on.cleanup(registry=registry)
+    async def quota_cleanup(memo: Any, **_: Any) -> None:
+        controller = controller_of(memo)
+        if controller is not None:
+            await controller.close()
+
+    def controller_of(memo: Any) -> QuotaController | None:
+        found = getattr(memo.ctx, "quota", None)
+        return found if isinstance(found, QuotaController) else None
+
     @kopf.on.event("finetune.dev", "v1alpha1", "trainingquotas", registry=registry)  # type: ignore[arg-type]
-    async def _quota_event(memo: Any, body: Any, type: str | None, **_: Any) -> None:
-        controller = get_controller(memo)
+    async def quota_event(memo: Any, body: Any, type: str | None, **_: Any) -> None:
+        controller = controller_of(memo)
         if controller is not None:
             controller.observe_quota(dict(body), deleted=type == "DELETED")
 
     @kopf.on.event("finetune.dev", "v1alpha1", "finetunejobs", registry=registry)  # type: ignore[arg-type]
-    async def _job_event(memo: Any, body: Any, type: str | None, **_: Any) -> None:
-        controller = get_controller(memo)
+    async def quota_job_event(memo: Any, body: Any, type: str | None, **_: Any) -> None:
+        controller = controller_of(memo)
         if controller is not None:
             controller.observe(dict(body), deleted=type == "DELETED")
