@@ -41,8 +41,8 @@ async def test_success_reports_remote_model_checkpoints_and_events() -> None:
         obs = await backend.submit(openai_job(fake.base_url), 1)
         assert obs.state == "pending" and obs.remote_job_id
         assert any(r == "RemoteJobCreated" for _, r, _ in obs.events)
-        assert obs.result and obs.result["dataset"]["trainExamples"] == 12
-        assert obs.result["dataset"]["estimatedBilledTokens"] > 0
+        assert obs.result and obs.result["dataset"]["trainQueries"] == 12
+        assert obs.result["estimatedBilledTokens"] > 0
         all_events = list(obs.events)
         final = obs
         for _ in range(6):

@@ -21,6 +21,7 @@ import aiohttp
 
 from ..api.common import SecretKeyRef
 from ..api.finetunejob import DataSource, FinetuneJob
+from .base import Observation
 
 T = TypeVar("T")
 JsonDict = dict[str, Any]
@@ -86,6 +87,16 @@ class TransientProviderError(Exception):
         self.message = bounded(scrub(message))
         super().__init__(self.message)
         self.delay = delay
+
+
+FAIL_NOW_REASONS = ("Unauthorized", "ProviderRefused", "SecretNotFound")
+
+
+def failed_observation(exc: ProviderError) -> Observation:
+    """401/403, refusals and a missing Secret fail the job now (state invalid: no retry can help); other
+    permanent errors fail the attempt. The message starts with the reason, then the provider's words."""
+    state = "invalid" if exc.reason in FAIL_NOW_REASONS else "failed"
+    return Observation(state=state, reason=exc.reason, message=bounded(f"{exc.reason}: {exc.message}"))
 
 
 @dataclass(frozen=True)
@@ -285,3 +296,16 @@ def context_from_getter(get: GetObject, **kwargs: Any) -> HostedContext:
         )
 
     return HostedContext(read_secret=read_secret, read_data=read_data, **kwargs)
+
+
+def context_from_operator(op_ctx: Any) -> HostedContext:
+    """The HostedContext of a running operator: its KubeClient for Secrets/ConfigMaps, its settings for the
+    cancel timeout. Retries inside one reconcile stay short (the reconcile holds the job's lock)."""
+    settings = op_ctx.settings
+    return context_from_getter(
+        op_ctx.kube.get,
+        cancel_timeout=float(settings.hosted_cancel_timeout_seconds),
+        retry=RetryPolicy(
+            attempts=3, base_delay=1.0, max_delay=10.0, max_total_delay=20.0, call_timeout=60.0
+        ),
+    )

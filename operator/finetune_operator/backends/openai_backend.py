@@ -33,6 +33,8 @@ from .hosted_common import (
     Verdict,
     bounded,
     classify_status,
+    context_from_operator,
+    failed_observation,
     job_identity,
     job_namespace,
     retry_after_seconds,
@@ -174,14 +176,14 @@ class OpenAIBackend:
         try:
             client = await self._client(job)
         except ProviderError as exc:
-            return _failed(exc)
+            return failed_observation(exc)
         try:
             remote = await self._remote_for(client, job, attempt)
             if remote is not None:
                 return await self._observe_remote(client, job, attempt, remote)
             return await self._create(client, job, attempt)
         except ProviderError as exc:
-            return _failed(exc)
+            return failed_observation(exc)
         finally:
             await client.close()
 
@@ -260,10 +262,10 @@ class OpenAIBackend:
                 "events": events + obs.events,
                 "result": {
                     "dataset": {
-                        "trainExamples": counts.get("train"),
-                        "validationExamples": counts.get("validation"),
-                        "estimatedBilledTokens": billed,
-                    }
+                        "trainQueries": counts.get("train"),
+                        "validationQueries": counts.get("validation"),
+                    },
+                    "estimatedBilledTokens": billed,
                 },
             }
         )
@@ -283,14 +285,14 @@ class OpenAIBackend:
         try:
             client = await self._client(job)
         except ProviderError as exc:
-            return _failed(exc)
+            return failed_observation(exc)
         try:
             remote = await self._remote_for(client, job, attempt)
             if remote is None:
                 return Observation(state="none")
             return await self._observe_remote(client, job, attempt, remote)
         except ProviderError as exc:
-            return _failed(exc)
+            return failed_observation(exc)
         finally:
             await client.close()
 
@@ -368,12 +370,6 @@ class OpenAIBackend:
             await client.close()
 
 
-def _failed(exc: ProviderError) -> Observation:
-    """401/403 and refusals fail the job now (no retry can help); other permanent errors fail the attempt."""
-    state = "invalid" if exc.reason in ("Unauthorized", "ProviderRefused", "SecretNotFound") else "failed"
-    return Observation(state=state, reason=exc.reason, message=exc.message)
-
-
 def _metrics_progress(data: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if isinstance(data.get("step"), int | float):
@@ -435,3 +431,8 @@ def _observation(remote: FineTuningJob, eng: OpenAIEngine) -> Observation:
     return Observation(
         state=state, reason=remote.status, message=f"remote job {remote.id} is {remote.status}", **common
     )
+
+
+def make_backend(op_ctx: Any) -> OpenAIBackend:
+    """Registry factory: the OpenAI backend of a running operator (see backends.registry)."""
+    return OpenAIBackend(context_from_operator(op_ctx))
