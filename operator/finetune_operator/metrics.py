@@ -69,7 +69,9 @@ async def serve(
         return
     app = aiohttp.web.Application()
 
-    def _make(fn: Callable[[], Awaitable[tuple[int, bytes, str]]]) -> Callable[..., Awaitable[aiohttp.web.Response]]:
+    def _make(
+        fn: Callable[[], Awaitable[tuple[int, bytes, str]]],
+    ) -> Callable[..., Awaitable[aiohttp.web.Response]]:
         async def handler(_: aiohttp.web.Request) -> aiohttp.web.Response:
             code, body, ctype = await fn()
             return aiohttp.web.Response(status=code, body=body, headers={"Content-Type": ctype})

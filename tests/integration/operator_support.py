@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from finetune_operator.local.emulator import Emulator
 from tests.conftest import eventually
+
+from finetune_operator.local.emulator import Emulator
 
 NS = "default"
 
@@ -18,7 +19,9 @@ def st_job(name: str = "ft", **run_policy: Any) -> dict[str, Any]:
         "kind": "FinetuneJob",
         "metadata": {"name": name, "namespace": NS},
         "spec": {
-            "engine": {"sentenceTransformers": {"model": "sentence-transformers/all-MiniLM-L6-v2", "epochs": 1}},
+            "engine": {
+                "sentenceTransformers": {"model": "sentence-transformers/all-MiniLM-L6-v2", "epochs": 1}
+            },
             "dataset": {"train": {"configMap": {"name": "data", "key": "train.json"}}},
             "output": {"storageUri": "pvc://models/runs"},
             "placement": {"resources": {"gpu": {"count": 0}, "cpu": "1", "memory": "2Gi"}},
@@ -29,18 +32,20 @@ def st_job(name: str = "ft", **run_policy: Any) -> dict[str, Any]:
 
 def result_json(job: str = "ft") -> str:
     """What the trainer writes to its termination message."""
-    return json.dumps({
-        "status": "succeeded",
-        "engine": "sentenceTransformers",
-        "modelDir": f"/output/runs/{NS}/{job}/model",
-        "metrics": {
-            "before": {"hitRateAt1": 0.41, "mrrAt10": 0.52, "ndcgAt10": 0.58, "queries": 40},
-            "after": {"hitRateAt1": 0.63, "mrrAt10": 0.71, "ndcgAt10": 0.75, "queries": 40},
-            "trainLoss": 0.83,
-            "wallSeconds": 12.5,
-        },
-        "dataset": {"trainQueries": 160, "validationQueries": 40, "corpusSize": 200},
-    })
+    return json.dumps(
+        {
+            "status": "succeeded",
+            "engine": "sentenceTransformers",
+            "modelDir": f"/output/runs/{NS}/{job}/model",
+            "metrics": {
+                "before": {"hitRateAt1": 0.41, "mrrAt10": 0.52, "ndcgAt10": 0.58, "queries": 40},
+                "after": {"hitRateAt1": 0.63, "mrrAt10": 0.71, "ndcgAt10": 0.75, "queries": 40},
+                "trainLoss": 0.83,
+                "wallSeconds": 12.5,
+            },
+            "dataset": {"trainQueries": 160, "validationQueries": 40, "corpusSize": 200},
+        }
+    )
 
 
 def status_of(emu: Emulator, name: str = "ft") -> dict[str, Any]:
@@ -59,7 +64,9 @@ async def wait_pod(emu: Emulator, attempt: int, name: str = "ft", timeout: float
     def find() -> dict[str, Any] | None:
         for pod in emu.store.list("pods", NS):
             labels = pod["metadata"].get("labels") or {}
-            if labels.get("job-name") == f"{name}-a{attempt}" and not pod["metadata"].get("deletionTimestamp"):
+            if labels.get("job-name") == f"{name}-a{attempt}" and not pod["metadata"].get(
+                "deletionTimestamp"
+            ):
                 return dict(pod)
         return None
 
@@ -81,5 +88,11 @@ def events_of(emu: Emulator, name: str = "ft") -> list[tuple[str, str]]:
 
 
 async def data_config_map(emu: Emulator) -> None:
-    await emu.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "data", "namespace": NS},
-                      "data": {"train.json": "{}"}})
+    await emu.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "data", "namespace": NS},
+            "data": {"train.json": "{}"},
+        }
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from tests.conftest import eventually
 from tests.integration.operator_support import (
     NS,
@@ -29,8 +28,13 @@ async def test_create_run_succeed(cluster: Any, operator_factory: Any, kubelet: 
     pod = await wait_pod(cluster, 1)
     # the children: config, per-job RBAC and the attempt's Job, all owned by the FinetuneJob
     owner = cluster.store.get("finetunejobs", NS, "ft")["metadata"]["uid"]
-    for plural, name in (("configmaps", "ft-trainer-config"), ("serviceaccounts", "ft-trainer"),
-                         ("roles", "ft-trainer-status"), ("rolebindings", "ft-trainer-status"), ("jobs", "ft-a1")):
+    for plural, name in (
+        ("configmaps", "ft-trainer-config"),
+        ("serviceaccounts", "ft-trainer"),
+        ("roles", "ft-trainer-status"),
+        ("rolebindings", "ft-trainer-status"),
+        ("jobs", "ft-a1"),
+    ):
         obj = cluster.store.get(plural, NS, name)
         assert obj is not None, (plural, name)
         assert [r["uid"] for r in obj["metadata"]["ownerReferences"]] == [owner]
@@ -126,4 +130,3 @@ async def test_invalid_data_exit_fails_at_once(cluster: Any, operator_factory: A
     status = await wait_phase(cluster, "Failed")
     assert "no queries" in status["message"]
     assert created(cluster, "jobs") == ["ft-a1"]
-

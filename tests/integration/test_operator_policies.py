@@ -7,7 +7,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-
 from tests.conftest import eventually
 from tests.integration.operator_support import (
     NS,
@@ -127,12 +126,22 @@ async def test_trainer_progress_through_status_subresource(
     pod = await wait_pod(cluster, 1)
     await kubelet.run(pod)
     await wait_phase(cluster, "Running")
-    progress = {"step": 30, "totalSteps": 120, "percent": 25, "summary": "30/120 (25%)", "loss": 1.25,
-                "stage": "train", "updateTime": "2026-01-01T00:00:00Z"}
+    progress = {
+        "step": 30,
+        "totalSteps": 120,
+        "percent": 25,
+        "summary": "30/120 (25%)",
+        "loss": 1.25,
+        "stage": "train",
+        "updateTime": "2026-01-01T00:00:00Z",
+    }
     async with aiohttp.ClientSession(headers={"Authorization": "Bearer per-job-token"}) as http:
         url = f"{cluster.url}/apis/finetune.dev/v1alpha1/namespaces/{NS}/finetunejobs/ft/status"
-        async with http.patch(url, json={"status": {"progress": progress}},
-                              headers={"Content-Type": "application/merge-patch+json"}) as resp:
+        async with http.patch(
+            url,
+            json={"status": {"progress": progress}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        ) as resp:
             assert resp.status == 200
     await asyncio.sleep(1.5)  # resyncs and pod events do not wipe it
     assert status_of(cluster)["progress"]["step"] == 30

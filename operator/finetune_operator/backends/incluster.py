@@ -27,11 +27,27 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_RESOURCES = {"ServiceAccount": "serviceaccounts", "Role": "roles", "RoleBinding": "rolebindings",
-              "ConfigMap": "configmaps", "Job": "jobs"}
-DISRUPTION_REASONS = ("Evicted", "Preempted", "Preempting", "NodeLost", "Shutdown", "Terminated",
-                      "DeletionByTaintManager", "TerminationByKubelet", "PreemptionByScheduler",
-                      "EvictionByEvictionAPI", "DeletionByPodGC", "NodeShutdown")
+_RESOURCES = {
+    "ServiceAccount": "serviceaccounts",
+    "Role": "roles",
+    "RoleBinding": "rolebindings",
+    "ConfigMap": "configmaps",
+    "Job": "jobs",
+}
+DISRUPTION_REASONS = (
+    "Evicted",
+    "Preempted",
+    "Preempting",
+    "NodeLost",
+    "Shutdown",
+    "Terminated",
+    "DeletionByTaintManager",
+    "TerminationByKubelet",
+    "PreemptionByScheduler",
+    "EvictionByEvictionAPI",
+    "DeletionByPodGC",
+    "NodeShutdown",
+)
 
 
 def _has_condition(status: JsonDict, kind: str) -> JsonDict | None:
@@ -88,41 +104,95 @@ def observe_pods(tjob: JsonDict | None, pods: list[JsonDict]) -> Observation:
         result = _parse_result(term.get("message"))
         message = str(term.get("message") or pstatus.get("message") or "")
         if pstatus.get("phase") == "Succeeded" or code == EXIT_OK:
-            return Observation(state="succeeded", result=result, started_at=started,
-                               finished_at=term.get("finishedAt"), message="trainer finished")
+            return Observation(
+                state="succeeded",
+                result=result,
+                started_at=started,
+                finished_at=term.get("finishedAt"),
+                message="trainer finished",
+            )
         if is_disruption(pod):
             reason = str(pstatus.get("reason") or "Disrupted")
-            return Observation(state="failed", disruption=True, reason=reason, started_at=started,
-                               finished_at=term.get("finishedAt"),
-                               message=str(pstatus.get("message") or f"pod {reason.lower()}"))
+            return Observation(
+                state="failed",
+                disruption=True,
+                reason=reason,
+                started_at=started,
+                finished_at=term.get("finishedAt"),
+                message=str(pstatus.get("message") or f"pod {reason.lower()}"),
+            )
         if code == EXIT_INVALID:
             detail = (result or {}).get("message") or (result or {}).get("error") or message
-            return Observation(state="invalid", reason="InvalidInput", result=result, started_at=started,
-                               finished_at=term.get("finishedAt"), message=str(detail)[:1000])
+            return Observation(
+                state="invalid",
+                reason="InvalidInput",
+                result=result,
+                started_at=started,
+                finished_at=term.get("finishedAt"),
+                message=str(detail)[:1000],
+            )
         if code == EXIT_INTERRUPTED:
-            return Observation(state="interrupted", reason="Interrupted", result=result, started_at=started,
-                               finished_at=term.get("finishedAt"),
-                               message="trainer interrupted after a checkpoint")
+            return Observation(
+                state="interrupted",
+                reason="Interrupted",
+                result=result,
+                started_at=started,
+                finished_at=term.get("finishedAt"),
+                message="trainer interrupted after a checkpoint",
+            )
         detail = (result or {}).get("message") or (result or {}).get("error") or message
-        return Observation(state="failed", reason=str(term.get("reason") or "Error"), result=result,
-                           started_at=started, finished_at=term.get("finishedAt"),
-                           message=f"trainer exited with code {code}: {str(detail)[:800]}".rstrip(": "))
+        return Observation(
+            state="failed",
+            reason=str(term.get("reason") or "Error"),
+            result=result,
+            started_at=started,
+            finished_at=term.get("finishedAt"),
+            message=f"trainer exited with code {code}: {str(detail)[:800]}".rstrip(": "),
+        )
     failed = _has_condition(jstatus, "Failed")
     if failed is not None:  # the pods are gone: the Job's podFailurePolicy message says what happened
         reason = str(failed.get("reason") or "JobFailed")
         text = str(failed.get("message") or "")
-        end = {"started_at": started, "finished_at": failed.get("lastTransitionTime")}
+        finished_at = failed.get("lastTransitionTime")
         if "DisruptionTarget" in text:
-            return Observation(state="failed", disruption=True, reason="Disrupted", message=text, **end)
+            return Observation(
+                state="failed",
+                disruption=True,
+                reason="Disrupted",
+                message=text,
+                started_at=started,
+                finished_at=finished_at,
+            )
         if f"exit code {EXIT_INVALID} " in text + " ":
-            return Observation(state="invalid", reason="InvalidInput", message=text, **end)
+            return Observation(
+                state="invalid",
+                reason="InvalidInput",
+                message=text,
+                started_at=started,
+                finished_at=finished_at,
+            )
         if f"exit code {EXIT_INTERRUPTED} " in text + " ":
-            return Observation(state="interrupted", reason="Interrupted", message=text, **end)
-        return Observation(state="failed", reason=reason, message=str(failed.get("message") or reason),
-                           started_at=started, finished_at=failed.get("lastTransitionTime"))
+            return Observation(
+                state="interrupted",
+                reason="Interrupted",
+                message=text,
+                started_at=started,
+                finished_at=finished_at,
+            )
+        return Observation(
+            state="failed",
+            reason=reason,
+            message=str(failed.get("message") or reason),
+            started_at=started,
+            finished_at=failed.get("lastTransitionTime"),
+        )
     if _has_condition(jstatus, "Complete") is not None:
-        return Observation(state="succeeded", started_at=started, finished_at=jstatus.get("completionTime"),
-                           message="trainer Job complete (no result message)")
+        return Observation(
+            state="succeeded",
+            started_at=started,
+            finished_at=jstatus.get("completionTime"),
+            message="trainer Job complete (no result message)",
+        )
     if running:
         return Observation(state="running", started_at=started, message="trainer running")
     return Observation(state="pending", message="trainer pod pending")
@@ -166,8 +236,9 @@ class InClusterBackend:
         done = [p for p in pods if (p.get("status") or {}).get("phase") in ("Succeeded", "Failed")]
         # the watch cache may lag behind the Job: a finished Job whose finished pod we have not seen yet,
         # or counted pods we do not have, are read from the API
-        if (ended and not done) or (not pods and (jstatus.get("active") or jstatus.get("failed")
-                                                  or jstatus.get("succeeded"))):
+        if (ended and not done) or (
+            not pods and (jstatus.get("active") or jstatus.get("failed") or jstatus.get("succeeded"))
+        ):
             pods = await self.ctx.kube.list("pods", ns, label_selector=f"job-name={name}")
             for pod in pods:
                 self.ctx.cache.put_child(uid, pod, deleted=False)
@@ -190,4 +261,6 @@ class InClusterBackend:
         ns = job.metadata.namespace or "default"
         name = trainer_job_name(job.metadata.name, attempt)
         await self.ctx.kube.delete("jobs", ns, name, propagation_policy="Foreground")
-        self.ctx.cache.put_child(job.metadata.uid or "", {"kind": "Job", "metadata": {"name": name}}, deleted=True)
+        self.ctx.cache.put_child(
+            job.metadata.uid or "", {"kind": "Job", "metadata": {"name": name}}, deleted=True
+        )

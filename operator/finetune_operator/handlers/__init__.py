@@ -64,7 +64,9 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
         ctx = _ctx(memo)
         info: kopf.ConnectionInfo | None
         if ctx.settings.api_server:
-            info = kopf.ConnectionInfo(server=ctx.settings.api_server, insecure=ctx.settings.api_insecure or None)
+            info = kopf.ConnectionInfo(
+                server=ctx.settings.api_server, insecure=ctx.settings.api_insecure or None
+            )
         else:
             info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
         if info is not None:
@@ -84,7 +86,7 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def job_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
         ctx = _ctx(memo)
-        obj = dict(event["object"])
+        obj: dict[str, Any] = dict(event["object"])
         uid = str(obj.get("metadata", {}).get("uid", ""))
         if event["type"] == "DELETED":
             ctx.forget(uid)
@@ -98,7 +100,7 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
 
     async def child_event(event: kopf.RawEvent, memo: Any) -> None:
         ctx = _ctx(memo)
-        obj = dict(event["object"])
+        obj: dict[str, Any] = dict(event["object"])
         owner = (obj.get("metadata", {}).get("labels") or {}).get(LABEL_JOB_UID)
         if not owner:
             return

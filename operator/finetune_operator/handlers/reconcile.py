@@ -20,7 +20,14 @@ from ..api.finetunejob import IN_CLUSTER_ENGINES
 from ..backends.base import Backend, Observation
 from ..kube import ApiError, JsonDict
 from ..naming import LABEL_ATTEMPT
-from ..status import AttemptObservation, Observed, derive_status, events_for_transition, next_action, status_patch
+from ..status import (
+    AttemptObservation,
+    Observed,
+    derive_status,
+    events_for_transition,
+    next_action,
+    status_patch,
+)
 from ..status.derive import parse_time
 from .context import OperatorContext
 
@@ -44,7 +51,9 @@ def _known_attempts(ctx: OperatorContext, uid: str, status: Mapping[str, Any]) -
     return n
 
 
-async def post_event(ctx: OperatorContext, body: Mapping[str, Any], etype: str, reason: str, message: str) -> None:
+async def post_event(
+    ctx: OperatorContext, body: Mapping[str, Any], etype: str, reason: str, message: str
+) -> None:
     """A core/v1 Event about the FinetuneJob (best effort)."""
     meta = body.get("metadata") or {}
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -97,8 +106,14 @@ async def reconcile(ctx: OperatorContext, body: Mapping[str, Any]) -> None:
         except Exception as exc:
             ctx.metrics.reconcile_errors.inc()
             level = logging.WARNING if isinstance(exc, ApiError | OSError | TimeoutError) else logging.ERROR
-            logger.log(level, "reconcile of %s/%s failed: %s", meta.get("namespace"), meta.get("name"), exc,
-                       exc_info=level == logging.ERROR)
+            logger.log(
+                level,
+                "reconcile of %s/%s failed: %s",
+                meta.get("namespace"),
+                meta.get("name"),
+                exc,
+                exc_info=level == logging.ERROR,
+            )
             now = datetime.now(UTC)
             ctx.wake_at(uid, now + timedelta(seconds=ERROR_RETRY_SECONDS), now)
         finally:
@@ -135,9 +150,16 @@ async def _reconcile(ctx: OperatorContext, body: JsonDict) -> None:
         queue_position, admitted_by = decision.queue_position, tuple(decision.admitted_by)
 
     def observed() -> Observed:
-        return Observed(admitted=admitted, admission_reason=reason, admission_message=message,
-                        queue_position=queue_position, admitted_by=admitted_by, attempts=tuple(attempts),
-                        suspended=job.spec.run_policy.suspend, now=now)
+        return Observed(
+            admitted=admitted,
+            admission_reason=reason,
+            admission_message=message,
+            queue_position=queue_position,
+            admitted_by=admitted_by,
+            attempts=tuple(attempts),
+            suspended=job.spec.run_policy.suspend,
+            now=now,
+        )
 
     action = next_action(job, observed(), ctx.settings, now)
     wake: datetime | None = None
@@ -151,8 +173,10 @@ async def _reconcile(ctx: OperatorContext, body: JsonDict) -> None:
             ctx.metrics.attempts.labels(engine=job.spec.engine.kind.value).inc()
     elif action.kind == "cancel_attempt" and action.attempt is not None:
         await backend.cancel(job, action.attempt)
-        attempts = [a if a.number != action.attempt else AttemptObservation(a.number, Observation(state="none"))
-                    for a in attempts]
+        attempts = [
+            a if a.number != action.attempt else AttemptObservation(a.number, Observation(state="none"))
+            for a in attempts
+        ]
     elif action.kind == "delete_job":
         logger.info("deleting %s/%s: %s", ns, name, action.reason)
         await ctx.kube.delete("finetunejobs", ns, name, propagation_policy="Background")
@@ -169,7 +193,9 @@ async def _reconcile(ctx: OperatorContext, body: JsonDict) -> None:
     _observe_start(ctx, job, old_status, new)
 
 
-def _observe_start(ctx: OperatorContext, job: FinetuneJob, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+def _observe_start(
+    ctx: OperatorContext, job: FinetuneJob, old: Mapping[str, Any], new: Mapping[str, Any]
+) -> None:
     if old.get("phase") != "Running" and new.get("phase") == "Running" and not old.get("startTime"):
         start, created = parse_time(new.get("startTime")), job.metadata.creation_timestamp
         if start is not None and created is not None:

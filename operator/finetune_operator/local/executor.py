@@ -46,6 +46,7 @@ class _Running:
     proc: asyncio.subprocess.Process | None = None
     task: asyncio.Task[None] | None = None
     deleted: bool = False
+    stopper: asyncio.Task[None] | None = None
     root: Path = field(default_factory=Path)
 
 
@@ -125,7 +126,7 @@ class LocalExecutor:
                 if run is not None and not run.deleted:
                     run.deleted = True
                     grace = float((pod.get("spec") or {}).get("terminationGracePeriodSeconds") or 30)
-                    asyncio.create_task(self._terminate(run, grace))
+                    run.stopper = asyncio.create_task(self._terminate(run, grace))
                 continue
             phase = (pod.get("status") or {}).get("phase", "Pending")
             if uid not in self._pods and phase == "Pending" and not pod["metadata"].get("deletionTimestamp"):
@@ -138,7 +139,9 @@ class LocalExecutor:
     async def _status(self, pod: JsonDict, status: JsonDict) -> None:
         meta = pod["metadata"]
         with contextlib.suppress(ApiError):
-            await self.emu.patch("pods", meta["namespace"], meta["name"], {"status": status}, subresource="status")
+            await self.emu.patch(
+                "pods", meta["namespace"], meta["name"], {"status": status}, subresource="status"
+            )
 
     def _secret(self, ns: str, name: str) -> dict[str, str] | None:
         obj = self.emu.store.get("secrets", ns, name)
@@ -154,7 +157,11 @@ class LocalExecutor:
 
     def _write_items(self, target: Path, data: Mapping[str, str], items: list[JsonDict] | None) -> None:
         target.mkdir(parents=True, exist_ok=True)
-        pairs = [(i["key"], i.get("path", i["key"])) for i in items] if items else [(k, k) for k in data]
+        pairs: list[tuple[str, str]] = (
+            [(str(i["key"]), str(i.get("path") or i["key"])) for i in items]
+            if items
+            else [(k, k) for k in data]
+        )
         for key, path in pairs:
             if key not in data:
                 raise PodSetupError(f"key {key!r} not found")
@@ -163,10 +170,10 @@ class LocalExecutor:
             dest.write_text(data[key], encoding="utf-8")
 
     def _volume(self, ns: str, vol: JsonDict, root: Path) -> Path:
-        name = vol["name"]
-        target = root / "volumes" / name
+        name = str(vol["name"])
+        target: Path = root / "volumes" / name
         if "persistentVolumeClaim" in vol:
-            path = self.workdir / "pvc" / vol["persistentVolumeClaim"]["claimName"]
+            path: Path = self.workdir / "pvc" / str(vol["persistentVolumeClaim"]["claimName"])
             path.mkdir(parents=True, exist_ok=True)
             return path
         if "configMap" in vol:
@@ -226,8 +233,11 @@ class LocalExecutor:
                     raise PodSetupError(f'configmap "{ref["name"]}" key "{ref["key"]}" not found')
             elif "fieldRef" in source:
                 path = source["fieldRef"]["fieldPath"]
-                value = {"metadata.name": pod["metadata"]["name"], "metadata.namespace": ns,
-                         "metadata.uid": pod["metadata"].get("uid", "")}.get(path)
+                value = {
+                    "metadata.name": pod["metadata"]["name"],
+                    "metadata.namespace": ns,
+                    "metadata.uid": pod["metadata"].get("uid", ""),
+                }.get(path)
             if value is not None:
                 env[name] = value
         return env
@@ -275,46 +285,99 @@ class LocalExecutor:
             argv, env, term_log = self._prepare(run)
         except (PodSetupError, OSError, ValueError) as exc:
             logger.warning("pod %s cannot start: %s", pod["metadata"]["name"], exc)
-            await self._status(pod, {"containerStatuses": [{
-                "name": cname, "ready": False, "restartCount": 0, "image": container.get("image", ""),
-                "state": {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}}}]})
+            await self._status(
+                pod,
+                {
+                    "containerStatuses": [
+                        {
+                            "name": cname,
+                            "ready": False,
+                            "restartCount": 0,
+                            "image": container.get("image", ""),
+                            "state": {
+                                "waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}
+                            },
+                        }
+                    ]
+                },
+            )
             return
         started = now_rfc3339()
         with (run.root / "log.txt").open("wb") as log:
             run.proc = await asyncio.create_subprocess_exec(
-                *argv, env=env, cwd=str(run.root), stdout=log, stderr=asyncio.subprocess.STDOUT,
+                *argv,
+                env=env,
+                cwd=str(run.root),
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
             )
             if run.deleted:
                 await self._terminate(run, 30.0)
-            await self._status(pod, {
-                "phase": "Running", "startTime": started, "hostIP": "127.0.0.1", "podIP": "127.0.0.1",
-                "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": started}],
-                "containerStatuses": [{"name": cname, "ready": True, "started": True, "restartCount": 0,
-                                       "image": container.get("image", ""),
-                                       "state": {"running": {"startedAt": started}}}],
-            })
+            await self._status(
+                pod,
+                {
+                    "phase": "Running",
+                    "startTime": started,
+                    "hostIP": "127.0.0.1",
+                    "podIP": "127.0.0.1",
+                    "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": started}],
+                    "containerStatuses": [
+                        {
+                            "name": cname,
+                            "ready": True,
+                            "started": True,
+                            "restartCount": 0,
+                            "image": container.get("image", ""),
+                            "state": {"running": {"startedAt": started}},
+                        }
+                    ],
+                },
+            )
             code = await run.proc.wait()
         if run.deleted:
             return  # the pod is gone: nothing to report
-        message = term_log.read_text(encoding="utf-8", errors="replace")[-MAX_MESSAGE:] if term_log.exists() else ""
+        message = (
+            term_log.read_text(encoding="utf-8", errors="replace")[-MAX_MESSAGE:] if term_log.exists() else ""
+        )
         if not message and code != 0:  # terminationMessagePolicy FallbackToLogsOnError
             tail = (run.root / "log.txt").read_bytes()[-2048:].decode(errors="replace")
             message = tail
         if code < 0:  # killed by a signal: report 128+n like a container runtime
             code = 128 - code
         finished = now_rfc3339()
-        terminated: JsonDict = {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
-                                "startedAt": started, "finishedAt": finished}
+        terminated: JsonDict = {
+            "exitCode": code,
+            "reason": "Completed" if code == 0 else "Error",
+            "startedAt": started,
+            "finishedAt": finished,
+        }
         if message:
             terminated["message"] = message
-        await self._status(pod, {
-            "phase": "Succeeded" if code == 0 else "Failed",
-            "conditions": [{"type": "Ready", "status": "False", "reason": "PodCompleted",
-                            "lastTransitionTime": finished}],
-            "containerStatuses": [{"name": cname, "ready": False, "started": False, "restartCount": 0,
-                                   "image": container.get("image", ""), "state": {"terminated": terminated}}],
-        })
+        await self._status(
+            pod,
+            {
+                "phase": "Succeeded" if code == 0 else "Failed",
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "False",
+                        "reason": "PodCompleted",
+                        "lastTransitionTime": finished,
+                    }
+                ],
+                "containerStatuses": [
+                    {
+                        "name": cname,
+                        "ready": False,
+                        "started": False,
+                        "restartCount": 0,
+                        "image": container.get("image", ""),
+                        "state": {"terminated": terminated},
+                    }
+                ],
+            },
+        )
         logger.info("pod %s exited with %s", pod["metadata"]["name"], code)
 
     async def _terminate(self, run: _Running, grace: float) -> None:

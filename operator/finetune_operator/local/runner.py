@@ -76,13 +76,23 @@ def render_table(jobs: list[JsonDict]) -> str:
             mrr = f"{before:.3f} -> {after:.3f} ({after - before:+.3f})"
         else:
             mrr = "-"
-        model = (status.get("model") or {}).get("storageUri") or (status.get("model") or {}).get("name") or "-"
-        rows.append((f"{job['metadata'].get('namespace', 'default')}/{job['metadata']['name']}",
-                     str(status.get("engine") or "-"), str(status.get("phase") or "-"), _duration(status),
-                     mrr, str(model)))
+        model = (
+            (status.get("model") or {}).get("storageUri") or (status.get("model") or {}).get("name") or "-"
+        )
+        rows.append(
+            (
+                f"{job['metadata'].get('namespace', 'default')}/{job['metadata']['name']}",
+                str(status.get("engine") or "-"),
+                str(status.get("phase") or "-"),
+                _duration(status),
+                mrr,
+                str(model),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-                     for row in rows)
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
 
 
 class _Bars:
@@ -92,11 +102,17 @@ class _Bars:
         self.enabled = enabled
         self.bars: dict[str, Any] = {}
         if enabled:
-            from tqdm import tqdm
+            from tqdm import tqdm  # type: ignore[import-untyped]
 
             for i, name in enumerate(names):
-                self.bars[name] = tqdm(total=100, desc=name, position=i, unit="%", leave=True,
-                                       bar_format="{desc:<24} {percentage:3.0f}%|{bar}| {postfix}")
+                self.bars[name] = tqdm(
+                    total=100,
+                    desc=name,
+                    position=i,
+                    unit="%",
+                    leave=True,
+                    bar_format="{desc:<24} {percentage:3.0f}%|{bar}| {postfix}",
+                )
 
     def update(self, name: str, status: JsonDict) -> None:
         bar = self.bars.get(name)
@@ -105,8 +121,11 @@ class _Bars:
         progress = status.get("progress") or {}
         percent = int(progress.get("percent") or (100 if status.get("phase") == "Succeeded" else 0))
         bar.n = percent
-        bar.set_postfix_str(f"{status.get('phase', 'Pending')} {progress.get('stage') or ''}"
-                            f" {progress.get('summary') or ''}".strip(), refresh=False)
+        bar.set_postfix_str(
+            f"{status.get('phase', 'Pending')} {progress.get('stage') or ''}"
+            f" {progress.get('summary') or ''}".strip(),
+            refresh=False,
+        )
         bar.refresh()
 
     def close(self) -> None:
@@ -140,10 +159,17 @@ async def _run(files: list[Path], timeout: float, workdir: Path, verbose: bool) 
         return 2
     workdir.mkdir(parents=True, exist_ok=True)
     async with Emulator(crds=list(all_crds().values())) as emu:
-        settings = Settings(api_server=emu.url, api_insecure=True, trainer_api_server=emu.url,
-                            metrics_port=0, health_port=0, resync_period_seconds=5.0,
-                            retry_backoff_seconds=2.0, termination_grace_period_seconds=30,
-                            progress_interval_seconds=1.0)
+        settings = Settings(
+            api_server=emu.url,
+            api_insecure=True,
+            trainer_api_server=emu.url,
+            metrics_port=0,
+            health_port=0,
+            resync_period_seconds=5.0,
+            retry_backoff_seconds=2.0,
+            termination_grace_period_seconds=30,
+            progress_interval_seconds=1.0,
+        )
         thread, stop, errors = _start_operator(settings)
         executor = LocalExecutor(emu, workdir)
         await executor.start()
@@ -161,8 +187,10 @@ async def _run(files: list[Path], timeout: float, workdir: Path, verbose: bool) 
                 while True:
                     if errors:
                         raise RuntimeError(f"the operator stopped: {errors[0]!r}")
-                    final = [emu.store.get("finetunejobs", ns, name) or {"metadata": {"name": name}}
-                             for ns, name in keys]
+                    final = [
+                        emu.store.get("finetunejobs", ns, name) or {"metadata": {"name": name}}
+                        for ns, name in keys
+                    ]
                     for (_, name), job in zip(keys, final, strict=True):
                         bars.update(name, job.get("status") or {})
                     if all((j.get("status") or {}).get("phase") in ("Succeeded", "Failed") for j in final):
@@ -188,8 +216,10 @@ async def _run(files: list[Path], timeout: float, workdir: Path, verbose: bool) 
 
 def run_local(files: list[Path], timeout: float, workdir: Path, verbose: bool) -> int:
     """Run the manifests' FinetuneJobs locally; 0 if all succeeded."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
     if not verbose:
         for name in ("kopf", "aiohttp.access"):
             logging.getLogger(name).setLevel(logging.ERROR)

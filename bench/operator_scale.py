@@ -1,0 +1,158 @@
+"""Operator scale: N FinetuneJobs created at once against the emulated API server.
+
+The operator runs as its own process (`finetune operator`, so its RSS is its own); trainer pods are driven
+to Succeeded by this harness (a kubelet stand-in, no trainer). Prints: time until every job has its
+trainer Job, time until all are Succeeded, p50/p99 creation -> trainer Job latency, operator peak RSS, and
+API requests per job (non-watch requests sent by the operator: its own client and kopf).
+
+    python bench/operator_scale.py --jobs 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from finetune_operator.api.crdgen import all_crds
+from finetune_operator.local.controllers import FakeKubelet
+from finetune_operator.local.emulator import Emulator
+from finetune_operator.local.semantics import Selector
+
+RESULT = json.dumps(
+    {"status": "succeeded", "metrics": {"before": {"mrrAt10": 0.5}, "after": {"mrrAt10": 0.6}}}
+)
+
+
+def job(i: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "finetune.dev/v1alpha1",
+        "kind": "FinetuneJob",
+        "metadata": {"name": f"bench-{i:05d}", "namespace": "default"},
+        "spec": {
+            "engine": {"adapter": {}},
+            "dataset": {"train": {"configMap": {"name": "data", "key": "train.json"}}},
+            "output": {"storageUri": "pvc://models/bench"},
+            "placement": {"resources": {"gpu": {"count": 0}}},
+        },
+    }
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def main(n: int, timeout: float) -> None:
+    emu = Emulator(crds=list(all_crds().values()), keep_requests=False)
+    requests: Counter[str] = Counter()
+    serve = emu.serve_http
+
+    async def counting(raw: Any, parsed: Any) -> Any:
+        if raw.query.get("watch") not in ("true", "1"):
+            agent = raw.headers.get("User-Agent", "")
+            requests["operator" if agent.startswith(("finetune-operator", "kopf")) else "other"] += 1
+        return await serve(raw, parsed)
+
+    emu.serve_http = counting  # type: ignore[method-assign]
+    async with emu:
+        env = {
+            **os.environ,
+            "FINETUNE_API_SERVER": emu.url,
+            "FINETUNE_API_INSECURE": "true",
+            "FINETUNE_METRICS_PORT": "0",
+            "FINETUNE_HEALTH_PORT": "0",
+            "FINETUNE_RESYNC_PERIOD_SECONDS": "300",
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "finetune_operator.cli", "operator", "-n", "default"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        kubelet = FakeKubelet(emu)
+        watcher = emu.store.watch(emu.store.resolve("", "v1", "pods"), Selector(), None)
+        done_pods: set[str] = set()
+
+        async def drive() -> None:
+            while True:
+                event = await watcher.queue.get()
+                if event is None:
+                    return
+                pod = event["object"]
+                uid = pod["metadata"]["uid"]
+                if event["type"] == "ADDED" and uid not in done_pods:
+                    done_pods.add(uid)
+                    await kubelet.run(pod)
+                    await kubelet.succeed(pod, message=RESULT)
+
+        driver = asyncio.create_task(drive())
+        await emu.create(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "data"},
+                "data": {"train.json": "{}"},
+            }
+        )
+        await asyncio.sleep(3)  # let the operator start and list
+        before = requests["operator"]
+        t0 = time.monotonic()
+        created_at: dict[str, float] = {}
+        for i in range(n):
+            body = job(i)
+            await emu.create(body)
+            created_at[f"{body['metadata']['name']}-a1"] = time.monotonic()
+        t_created = time.monotonic() - t0
+        job_seen: dict[str, float] = {}
+        all_jobs = all_done = None
+        while time.monotonic() - t0 < timeout:
+            for rec in emu.history:
+                if rec.plural == "jobs" and rec.verb == "create" and rec.name not in job_seen:
+                    job_seen[rec.name] = rec.timestamp
+            if all_jobs is None and len(job_seen) >= n:
+                all_jobs = max(job_seen.values()) - t0
+            phases = Counter((o.get("status") or {}).get("phase") for o in emu.store.list("finetunejobs"))
+            if phases.get("Succeeded", 0) >= n:
+                all_done = time.monotonic() - t0
+                break
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(2)
+        used = requests["operator"] - before
+        rss = peak_rss_mb(proc.pid)
+        proc.terminate()
+        proc.wait(30)
+        driver.cancel()
+        lat = sorted(job_seen[k] - created_at[k] for k in job_seen if k in created_at)
+    p = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000) if lat else (lambda q: float("nan"))
+    print(f"jobs: {n} (created in {t_created:.1f}s)")
+    print(
+        f"time until every job has its trainer Job: {all_jobs:.1f}s" if all_jobs else "not all Jobs created"
+    )
+    print(
+        f"time until all Succeeded: {all_done:.1f}s" if all_done else "not all Succeeded within the timeout"
+    )
+    print(
+        f"creation -> trainer Job latency: p50 {p(0.5):.0f} ms, p99 {p(0.99):.0f} ms"
+        f" (mean {statistics.fmean(lat) * 1000 if lat else float('nan'):.0f} ms)"
+    )
+    print(f"operator peak RSS: {rss:.0f} MB")
+    print(f"API requests per job (operator, non-watch): {used / n:.1f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--timeout", type=float, default=600.0)
+    args = parser.parse_args()
+    asyncio.run(main(args.jobs, args.timeout))
