@@ -26,9 +26,8 @@ GPU = "nvidia.com/gpu"
 def _quota_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make sure the operator under test registers quota admission (idempotent if build_registry does)."""
     from finetune_operator import main
+    from finetune_operator.handlers import build_registry as original
     from finetune_operator.quota_controller import register_quota
-
-    original = main.build_registry
 
     def build(settings: Any) -> Any:
         registry = original(settings)
