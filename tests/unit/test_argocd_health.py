@@ -76,9 +76,10 @@ def test_script_is_valid_lua_51_without_a_status() -> None:
 
 def test_observed_generation_gate_applies_to_every_phase() -> None:
     for phase in ("Pending", "Queued", "Running", "Succeeded", "Failed", "Suspended"):
-        obj = {"metadata": {"generation": 5}, "status": {"phase": phase, "observedGeneration": 4}}
+        status: dict[str, Any] = {"phase": phase, "observedGeneration": 4}
+        obj = {"metadata": {"generation": 5}, "status": status}
         assert health(obj)["status"] == "Progressing", phase
-        obj["status"]["observedGeneration"] = 5
+        status["observedGeneration"] = 5
         expected = {"Succeeded": "Healthy", "Failed": "Degraded", "Suspended": "Suspended"}.get(
             phase, "Progressing"
         )
