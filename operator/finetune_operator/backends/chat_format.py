@@ -10,7 +10,7 @@ context limit, and the estimated billed tokens for the chosen (or default) numbe
 Token counting: tiktoken downloads its BPE files from the internet on first use, which an operator must
 never do. `token_counter()` uses tiktoken only when the encoding's file is already in tiktoken's cache
 (`TIKTOKEN_CACHE_DIR`, e.g. baked into the image); otherwise it uses an approximate regex word-piece
-counter (`approx-wordpiece`: one token per punctuation mark, ceil(len/4) tokens per word, one per
+counter (`approx-wordpiece`: one token per punctuation mark, max(1, round(len/4)) per word, one per
 non-ASCII character), which slightly overestimates English text. The report names the counter used.
 """
 
@@ -70,11 +70,11 @@ class TokenCounter:
 
 
 def approx_token_count(text: str) -> int:
-    """Approximate token count: ceil(len/4) per ASCII word, one per punctuation or non-ASCII character."""
+    """Approximate token count: max(1, round(len/4)) per ASCII word, one per punctuation or other character."""
     total = 0
     for piece in _WORDPIECE.findall(text):
         is_word = piece[0] == "_" or (piece[0].isascii() and piece[0].isalnum())
-        total += math.ceil(len(piece) / 4) if is_word else 1
+        total += max(1, round(len(piece) / 4)) if is_word else 1
     return total
 
 
