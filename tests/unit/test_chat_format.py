@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _ex(*messages: dict[str, object], **extra: object) -> str:
+def _ex(*messages: Mapping[str, object], **extra: object) -> str:
     return json.dumps({"messages": list(messages), **extra})
 
 
