@@ -108,6 +108,6 @@ class StopFlag:
 class Interrupted(Exception):
     """Training stopped on SIGTERM after saving a checkpoint."""
 
-    def __init__(self, step: int) -> None:
-        super().__init__(f"interrupted at step {step}; checkpoint saved")
+    def __init__(self, step: int, detail: str = "checkpoint saved") -> None:
+        super().__init__(f"interrupted at step {step}; {detail}")
         self.step = step

@@ -38,11 +38,14 @@ def main_config(argv: list[str]) -> int:
     _setup_logging()
     from pydantic import ValidationError
 
-    from finetune_operator.api.trainerconfig import EXIT_INVALID, TrainerConfig
+    from finetune_operator.api.trainerconfig import EXIT_INVALID
+
+    from .locations import ConfigError, load_config
 
     try:
-        cfg = TrainerConfig.model_validate_json(Path(args.config).read_text(encoding="utf-8"))
-    except (OSError, ValidationError) as exc:
+        # FINETUNE_ATTEMPT, FINETUNE_PATH_MAP and FINETUNE_TERMINATION_LOG apply on top of the file
+        cfg = load_config(args.config)
+    except (OSError, ValidationError, ConfigError) as exc:
         print(f"invalid trainer config {args.config}: {exc}", file=sys.stderr)
         return EXIT_INVALID
     return _run(cfg, args.progress_bar)

@@ -53,8 +53,9 @@ class DatasetReport(BaseModel):
     mode: str = "text"
 
 
-def _storage_options(location: str, s3: S3Access | None) -> dict[str, Any]:
-    if not location.startswith("s3://") or s3 is None:
+def s3_storage_options(s3: S3Access | None) -> dict[str, Any]:
+    """fsspec/s3fs options from the config's S3 settings (credentials come from the environment)."""
+    if s3 is None:
         return {}
     client_kwargs: dict[str, Any] = {}
     if s3.endpoint_url:
@@ -62,6 +63,11 @@ def _storage_options(location: str, s3: S3Access | None) -> dict[str, Any]:
     if s3.region:
         client_kwargs["region_name"] = s3.region
     return {"client_kwargs": client_kwargs} if client_kwargs else {}
+
+
+def storage_options(location: str, s3: S3Access | None) -> dict[str, Any]:
+    """fsspec options for one location: the S3 settings for s3:// URIs, none otherwise."""
+    return s3_storage_options(s3) if location.startswith("s3://") else {}
 
 
 def _ids(ids: list[str]) -> str:
@@ -105,7 +111,7 @@ def load_dataset(location: str, s3: S3Access | None = None) -> EmbeddingQADatase
     import fsspec
 
     try:
-        with fsspec.open(location, "r", encoding="utf-8", **_storage_options(location, s3)) as fh:
+        with fsspec.open(location, "r", encoding="utf-8", **storage_options(location, s3)) as fh:
             text = fh.read()
     except FileNotFoundError as exc:
         raise DatasetError(f"dataset {location}: not found") from exc
@@ -122,7 +128,7 @@ def save_dataset(ds: EmbeddingQADataset, location: str, s3: S3Access | None = No
     """Write a dataset as JSON to a local path or an s3:// URI (parent directories are created)."""
     import fsspec
 
-    opts = _storage_options(location, s3)
+    opts = storage_options(location, s3)
     fs, path = fsspec.core.url_to_fs(location, **opts)
     parent = path.rsplit("/", 1)[0] if "/" in path else ""
     if parent:

@@ -15,7 +15,12 @@ EMBEDDED_ALIASES = ("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"
 
 
 def resolve_model(model: str) -> str:
-    """A local dir as is; all-MiniLM-L6-v2 from the embedded package when installed; else a hub id."""
+    """A local dir as is (pvc://CLAIM/PATH: the mounted path); all-MiniLM-L6-v2 from the embedded package
+    when installed; else a hub id."""
+    if model.startswith("pvc://"):
+        from .locations import resolve_location
+
+        model = resolve_location(model)
     if Path(model).is_dir():
         return model
     if model in EMBEDDED_ALIASES:

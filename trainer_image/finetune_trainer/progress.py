@@ -179,21 +179,35 @@ class TqdmSink:
 
     def __init__(self) -> None:
         self._bar: Any = None
+        self._desc = ""
 
     def emit(self, progress: dict[str, Any], checkpoints: list[dict[str, Any]] | None) -> None:
         from tqdm import tqdm  # type: ignore[import-untyped]
 
+        if progress.get("stage") == "generate":  # dataset generation: percent of the chunks done
+            if progress.get("percent") is None:
+                return
+            self._bar_for("generate", 100, "%", tqdm)
+            self._bar.n = int(progress["percent"])
+            self._bar.refresh()
+            return
         total, step = progress.get("totalSteps"), progress.get("step")
         if total is None or step is None:
             return
-        if self._bar is None:
-            self._bar = tqdm(total=total, desc="train", unit="step", dynamic_ncols=True)
+        self._bar_for("train", total, "step", tqdm)
         self._bar.n = step
         postfix = {"epoch": f"{progress.get('epoch', 0):.2f}"}
         if progress.get("loss") is not None:
             postfix["loss"] = f"{progress['loss']:.4f}"
         self._bar.set_postfix(postfix, refresh=False)
         self._bar.refresh()
+
+    def _bar_for(self, desc: str, total: int, unit: str, tqdm: Any) -> None:
+        if self._bar is not None and self._desc != desc:
+            self.close()
+        if self._bar is None:
+            self._bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
+            self._desc = desc
 
     def close(self) -> None:
         if self._bar is not None:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import resource
@@ -10,24 +12,39 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from finetune_operator.api.finetunejob import GenerateSpec
 from finetune_operator.api.trainerconfig import (
     EXIT_INTERRUPTED,
     EXIT_INVALID,
     EXIT_OK,
-    PVC_MOUNT,
     TrainerConfig,
 )
 
 from .checkpoints import Interrupted, StopFlag
 from .context import Engine, TrainContext
-from .data import DatasetError, EmbeddingQADataset, load_dataset, split_dataset, validate_dataset
+from .data import (
+    DatasetError,
+    EmbeddingQADataset,
+    load_dataset,
+    s3_storage_options,
+    split_dataset,
+    validate_dataset,
+)
+from .locations import ConfigError, resolve_location, user_facing
 from .progress import JsonlSink, Reporter, Sink, StatusSink, TqdmSink
+
+if TYPE_CHECKING:
+    from .generate import GenerationResult
 
 log = logging.getLogger(__name__)
 
+GENERATE = "generate dataset"
+TRAIN = "train"
+EXIT_FAILED = 1  # a failed attempt: the operator retries it (generation resumes from its state file)
 STEPS = (
     "fetch data",
     "validate data",
@@ -39,6 +56,7 @@ STEPS = (
     "write result",
 )
 MAX_RESULT_BYTES = 4096
+T = TypeVar("T")
 
 
 def peak_rss_bytes() -> int:
@@ -48,12 +66,7 @@ def peak_rss_bytes() -> int:
 def _fs(uri: str, cfg: TrainerConfig) -> Any:
     import fsspec
 
-    opts: dict[str, Any] = {}
-    if cfg.s3 is not None and (cfg.s3.endpoint_url or cfg.s3.region):
-        opts["client_kwargs"] = {
-            k: v for k, v in {"endpoint_url": cfg.s3.endpoint_url, "region_name": cfg.s3.region}.items() if v
-        }
-    return fsspec.core.url_to_fs(uri, **opts)
+    return fsspec.core.url_to_fs(uri, **(s3_storage_options(cfg.s3) if uri.startswith("s3://") else {}))
 
 
 class Output:
@@ -120,13 +133,6 @@ def write_result(cfg: TrainerConfig, out: Output | None, result: dict[str, Any])
             log.warning("cannot write the termination message %s: %s", cfg.result_path, exc)
 
 
-def resolve_location(uri: str) -> str:
-    """pvc://CLAIM/PATH -> the mounted path; other locations unchanged."""
-    if uri.startswith("pvc://"):
-        return f"{PVC_MOUNT}/{uri.removeprefix('pvc://')}"
-    return uri
-
-
 def fetch_adapter(uri: str, cfg: TrainerConfig) -> Path:
     """A local dir holding config.json + pytorch_model.bin of an earlier job's adapter."""
     loc = resolve_location(uri)
@@ -167,12 +173,17 @@ def make_reporter(cfg: TrainerConfig, out: Output, progress_bar: bool) -> Report
     return Reporter(sinks, cfg.report.interval_seconds)
 
 
-def load_data(cfg: TrainerConfig) -> tuple[EmbeddingQADataset, EmbeddingQADataset]:
-    if not cfg.train:
+def load_data(
+    cfg: TrainerConfig, generated: GenerationResult | None = None
+) -> tuple[EmbeddingQADataset, EmbeddingQADataset]:
+    """Train and validation sets: the generated ones, or the configured ones; split when none is given."""
+    train_loc = generated.train_path if generated is not None else cfg.train
+    val_loc = generated.validation_path if generated is not None else cfg.validation
+    if not train_loc:
         raise DatasetError("train: no training data location in the trainer config")
-    train = load_dataset(cfg.train, cfg.s3)
-    if cfg.validation:
-        return train, load_dataset(cfg.validation, cfg.s3)
+    train = load_dataset(train_loc, cfg.s3)
+    if val_loc:
+        return train, load_dataset(val_loc, cfg.s3)
     validate_dataset(train, "train")
     frac = cfg.spec.dataset.validation_split if cfg.spec.dataset is not None else 0.2
     frac = frac if 0 < frac < 1 else 0.2
@@ -180,24 +191,185 @@ def load_data(cfg: TrainerConfig) -> tuple[EmbeddingQADataset, EmbeddingQADatase
     return split_dataset(train, frac, cfg.spec.seed)
 
 
+# ---------------------------------------------------------------------------- dataset generation
+
+
+def generate_spec(cfg: TrainerConfig) -> GenerateSpec | None:
+    return cfg.spec.dataset.generate if cfg.spec.dataset is not None else None
+
+
+def plan_steps(cfg: TrainerConfig) -> tuple[str, ...]:
+    """The steps this config runs: generation first when spec.dataset.generate is set."""
+    gen = generate_spec(cfg)
+    if gen is None:
+        return STEPS
+    if gen.generate_only:
+        return (GENERATE, STEPS[-1])
+    return (GENERATE, *STEPS)
+
+
+def generation_storage_options(cfg: TrainerConfig) -> dict[str, Any] | None:
+    """The S3 options data loading uses, when generation touches s3:// (documents or output)."""
+    if any(loc.startswith("s3://") for loc in (cfg.output_dir, *cfg.documents)):
+        return s3_storage_options(cfg.s3) or None
+    return None
+
+
+async def _until_stopped(coro: Coroutine[Any, Any, T], stop: StopFlag, poll: float = 0.2) -> T:
+    """Await `coro`; on SIGTERM cancel it (generation saves its state when cancelled) and raise Interrupted."""
+    task = asyncio.ensure_future(coro)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=poll)
+        if done:
+            return task.result()
+        if stop:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise Interrupted(0, "dataset generation stopped; its state is saved")
+
+
+def generate_stage(cfg: TrainerConfig, reporter: Reporter, stop: StopFlag) -> GenerationResult:
+    """Generate train/validation datasets below `<output>/dataset` (resuming from its state file)."""
+    from .generate import generate_dataset, read_api_key
+
+    gen = generate_spec(cfg)
+    if gen is None:
+        raise ConfigError("spec.dataset.generate: not set")
+    if not cfg.documents:
+        raise ConfigError("documents: no resolved document locations for spec.dataset.generate")
+
+    def on_progress(done: int, total: int) -> None:
+        pct = min(100, done * 100 // total) if total else 100
+        reporter.report(
+            {"step": 0, "stage": "generate", "percent": pct, "summary": f"generate: {done}/{total} chunks"}
+        )
+
+    reporter.report({"step": 0, "stage": "generate"}, force=True)
+    res = asyncio.run(
+        _until_stopped(
+            generate_dataset(
+                gen,
+                cfg.documents,
+                f"{cfg.output_dir.rstrip('/')}/dataset",
+                read_api_key(),
+                seed=cfg.spec.seed,
+                storage_options=generation_storage_options(cfg),
+                on_progress=on_progress,
+            ),
+            stop,
+        )
+    )
+    reporter.report({"step": 0, "stage": "generate", "percent": 100}, force=True)
+    return res
+
+
+_GENERATION_COUNTS = {
+    "documents": "documents",
+    "chunks": "chunks",
+    "chunks_resumed": "chunksResumed",
+    "chunks_short": "chunksShort",
+    "questions": "questions",
+    "requests": "requests",
+    "failed_requests": "failedRequests",
+    "retries": "retries",
+    "prompt_tokens": "promptTokens",
+    "completion_tokens": "completionTokens",
+    "total_tokens": "totalTokens",
+    "wall_seconds": "wallSeconds",
+}
+
+
+def _dataset_uri(cfg: TrainerConfig, path: str | None) -> str | None:
+    """A generated file as users see it: below output_uri + "/dataset"."""
+    return (
+        None
+        if path is None
+        else f"{cfg.output_uri.rstrip('/')}/dataset/{path.rstrip('/').rsplit('/', 1)[-1]}"
+    )
+
+
+def generation_result(cfg: TrainerConfig, res: GenerationResult) -> dict[str, Any]:
+    """The generation's counts (requests, tokens, ...) and where its report is."""
+    out = {camel: res.report[key] for key, camel in _GENERATION_COUNTS.items() if key in res.report}
+    from .generate import REPORT_FILE
+
+    out["reportUri"] = _dataset_uri(cfg, REPORT_FILE)
+    return out
+
+
+def dataset_result(
+    cfg: TrainerConfig,
+    generated: GenerationResult | None,
+    train: EmbeddingQADataset | None = None,
+    val: EmbeddingQADataset | None = None,
+) -> dict[str, Any]:
+    """status.dataset: trainUri, validationUri, trainQueries, validationQueries, corpusSize."""
+    if generated is not None:
+        uris = (_dataset_uri(cfg, generated.train_path), _dataset_uri(cfg, generated.validation_path))
+    else:
+        uris = (user_facing(cfg.train), user_facing(cfg.validation))
+    if train is not None and val is not None:
+        counts: tuple[int | None, ...] = (
+            len(train.queries),
+            len(val.queries),
+            len(set(train.corpus) | set(val.corpus)),
+        )
+    elif generated is not None:
+        rep = generated.report
+        counts = (rep.get("train_queries"), rep.get("validation_queries"), rep.get("corpus"))
+    else:
+        counts = (None, None, None)
+    keys = ("trainUri", "validationUri", "trainQueries", "validationQueries", "corpusSize")
+    return {k: v for k, v in zip(keys, (*uris, *counts), strict=True) if v is not None}
+
+
+# ---------------------------------------------------------------------------- the run
+
+
 def run(cfg: TrainerConfig, progress_bar: bool = False, stop: StopFlag | None = None) -> int:
-    """Run all steps; return the process exit code."""
+    """Run all steps; return the process exit code (0 ok, 3 invalid, 4 interrupted, 1 failed)."""
+    from .generate import GenerationError
+
     stop = stop if stop is not None else StopFlag()
     out: Output | None = None
     t_start = time.monotonic()
+    names = plan_steps(cfg)
 
-    def step(i: int) -> None:
-        if stop and i != 4:
+    def step(name: str) -> None:
+        if stop and name != TRAIN:
             raise Interrupted(0)
-        log.info("step %d/%d: %s", i + 1, len(STEPS), STEPS[i])
+        log.info("step %d/%d: %s", names.index(name) + 1, len(names), name)
 
     try:
         out = Output(cfg)
         reporter = make_reporter(cfg, out, progress_bar)
-        step(0)
+        log.info("job %s/%s, attempt %d", cfg.job.namespace, cfg.job.name, cfg.attempt)
+        generated: GenerationResult | None = None
+        if GENERATE in names:
+            step(GENERATE)
+            generated = generate_stage(cfg, reporter, stop)
+            if len(names) == 2:  # generateOnly: the dataset is for review, no training
+                step(STEPS[-1])
+                write_result(
+                    cfg,
+                    out,
+                    {
+                        "status": "succeeded",
+                        "generateOnly": True,
+                        "attempt": cfg.attempt,
+                        "dataset": dataset_result(cfg, generated),
+                        "generation": generation_result(cfg, generated),
+                    },
+                )
+                reporter.report({"step": 0, "stage": "done", "eta_seconds": 0}, force=True)
+                reporter.close()
+                log.info("generation only: done in %.1fs", time.monotonic() - t_start)
+                return EXIT_OK
+        step("fetch data")
         reporter.report({"step": 0, "stage": "data"}, force=True)
-        train, val = load_data(cfg)
-        step(1)
+        train, val = load_data(cfg, generated)
+        step("validate data")
         tr_rep, va_rep = validate_dataset(train, "train"), validate_dataset(val, "validation")
         log.info("train: %s; validation: %s", tr_rep.model_dump(), va_rep.model_dump())
         out.download_state()
@@ -213,16 +385,16 @@ def run(cfg: TrainerConfig, progress_bar: bool = False, stop: StopFlag | None = 
             on_checkpoint=out.sync_checkpoint,
         )
         engine = make_engine(cfg, ctx)
-        step(2)
+        step("load model")
         reporter.report({"step": 0, "stage": "load model"}, force=True)
         engine.prepare()
-        step(3)
+        step("evaluate before")
         reporter.report({"step": 0, "stage": "evaluate"}, force=True)
         before = engine.evaluate(trained=False)
         log.info("before: %s", before)
-        step(4)
+        step(TRAIN)
         outcome = engine.train()
-        step(5)
+        step("evaluate after")
         reporter.report(
             {
                 "step": outcome.steps,
@@ -234,7 +406,7 @@ def run(cfg: TrainerConfig, progress_bar: bool = False, stop: StopFlag | None = 
         )
         after = engine.evaluate(trained=True)
         log.info("after: %s", after)
-        step(6)
+        step("save model")
         reporter.report(
             {"step": outcome.steps, "total_steps": outcome.total_steps, "stage": "save"}, force=True
         )
@@ -243,17 +415,20 @@ def run(cfg: TrainerConfig, progress_bar: bool = False, stop: StopFlag | None = 
             shutil.rmtree(model_dir)
         engine.save(model_dir)
         _artifacts(out.local, outcome.losses, before, after, engine.model_format)
-        step(7)
-        result = {
+        step("write result")
+        result: dict[str, Any] = {
             "status": "succeeded",
+            "attempt": cfg.attempt,
             "model": {
                 "storageUri": f"{cfg.output_uri.rstrip('/')}/model",
                 "format": engine.model_format,
-                "baseModel": engine.base_model,
+                "baseModel": user_facing(engine.base_model),
             },
             "metrics": {"before": before, "after": after},
             "trainLoss": outcome.train_loss,
             "steps": outcome.steps,
+            "totalSteps": outcome.total_steps,
+            "resumedFrom": outcome.resumed_from,
             "wallSeconds": round(outcome.wall_seconds, 3),
             "samplesPerSecond": round(outcome.samples / outcome.wall_seconds, 3)
             if outcome.wall_seconds
@@ -263,12 +438,10 @@ def run(cfg: TrainerConfig, progress_bar: bool = False, stop: StopFlag | None = 
                 {"step": c["step"], "uri": f"{cfg.output_uri.rstrip('/')}/{c['uri']}"}
                 for c in ctx.checkpoints
             ],
-            "dataset": {
-                "trainQueries": len(train.queries),
-                "validationQueries": len(val.queries),
-                "corpusSize": len(set(train.corpus) | set(val.corpus)),
-            },
+            "dataset": dataset_result(cfg, generated, train, val),
         }
+        if generated is not None:
+            result["generation"] = generation_result(cfg, generated)
         out.upload()
         write_result(cfg, out, result)
         reporter.report(
@@ -285,14 +458,30 @@ def run(cfg: TrainerConfig, progress_bar: bool = False, stop: StopFlag | None = 
         reporter.close()
         log.info("done in %.1fs", time.monotonic() - t_start)
         return EXIT_OK
-    except DatasetError as exc:
-        print(f"invalid: {exc.message}", file=sys.stderr)
-        write_result(cfg, out, {"status": "invalid", "message": exc.message})
+    except (DatasetError, ConfigError) as exc:
+        message = exc.message if isinstance(exc, DatasetError) else str(exc)
+        print(f"invalid: {message}", file=sys.stderr)
+        write_result(cfg, out, {"status": "invalid", "attempt": cfg.attempt, "message": message})
         return EXIT_INVALID
+    except GenerationError as exc:
+        print(f"dataset generation failed: {exc.message}", file=sys.stderr)
+        status = "failed" if exc.retryable else "invalid"
+        write_result(cfg, out, {"status": status, "attempt": cfg.attempt, "message": exc.message})
+        return EXIT_FAILED if exc.retryable else EXIT_INVALID
     except Interrupted as exc:
         log.warning("%s", exc)
-        write_result(cfg, out, {"status": "interrupted", "message": str(exc), "steps": exc.step})
+        write_result(
+            cfg,
+            out,
+            {"status": "interrupted", "attempt": cfg.attempt, "message": str(exc), "steps": exc.step},
+        )
         return EXIT_INTERRUPTED
+    except Exception as exc:
+        log.exception("the trainer failed")
+        write_result(
+            cfg, out, {"status": "failed", "attempt": cfg.attempt, "message": f"{type(exc).__name__}: {exc}"}
+        )
+        return EXIT_FAILED
 
 
 def _artifacts(
