@@ -1,11 +1,15 @@
 """The I/O side of TrainingQuota admission: one serialized admission loop per operator.
 
-* Every pass LISTs the FinetuneJobs, TrainingQuotas, Namespaces and PriorityClasses from the API server
-  (usage is recomputed from the cluster's objects, never kept in memory), runs the pure
+* FinetuneJobs are read from an informer-style cache (:class:`~finetune_operator.quota.cache.JobCache`):
+  filled by a LIST at start-up and every ``relist_seconds``, kept current by the FinetuneJob watch
+  (:meth:`QuotaController.observe`, fed by the operator's kopf event handler) and by the responses of the
+  controller's own writes. Every pass LISTs the (few) TrainingQuotas, Namespaces and PriorityClasses,
+  derives usage from the cached job objects (never from a counter), runs the pure
   :func:`finetune_operator.quota.decide`, and persists each new admission on the FinetuneJob itself: the
   annotation ``finetune.dev/admitted-at`` written with a ``resourceVersion`` precondition (optimistic
-  concurrency) before the handlers create the trainer Job. A restarted operator therefore recomputes
-  the same admitted set from the cluster.
+  concurrency) before the handlers create the trainer Job. A 409 means the cached body was stale: the
+  controller GETs the job, updates the cache and decides again. A restarted operator rebuilds the cache
+  from a LIST and recomputes the same admitted set from the cluster.
 * Passes are serialized by one ``asyncio.Lock``; concurrent callers coalesce onto a pass whose LIST
   started after they asked (so a burst of 300 new jobs costs a handful of passes, not 300).
 * When capacity frees (a job finishes, is suspended or deleted; a quota changes) :meth:`on_capacity_change`
@@ -21,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -49,11 +55,15 @@ from .quota import (
     quota_view,
     status_changed,
 )
+from .quota.cache import JobCache, resource_version
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 PERSIST_CONCURRENCY = 32
+# Rebuild the job cache from a LIST at least this often (repairs a lost watch event; kopf does not report
+# deletions that happened while its watch was reconnecting).
+RELIST_SECONDS = 300.0
 
 
 def utc_now() -> datetime:
@@ -136,7 +146,11 @@ class QuotaController:
         self._result: AdmissionResult | None = None
         self._result_id = 0
         self._specs: dict[str, tuple[Any, FinetuneJobSpec | None]] = {}
-        self._holding: dict[str, bool] = {}  # uid -> held capacity when last seen (change detection only)
+        self.cache = JobCache()
+        self.relist_seconds = RELIST_SECONDS
+        self.relists = 0
+        self._listed_at = -math.inf  # time.monotonic() when the last LIST of the jobs started
+        self._views: dict[str, tuple[Any, JobView]] = {}  # uid -> (version key, view)
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pending_change = False
@@ -179,7 +193,12 @@ class QuotaController:
                 message=f"handed to Kueue (LocalQueue {job.spec.run_policy.queue_name}); "
                 "the trainer Job starts suspended until Kueue admits it",
             )
-        decision = await self.decide(job.metadata.uid or "")
+        uid = job.metadata.uid or ""
+        if self.cache.synced and uid not in self.cache:  # not seen on the watch yet: read it once
+            fresh = await self.kube.get_or_none("finetunejobs", job.metadata.namespace, job.metadata.name)
+            if fresh is not None:
+                self.cache.apply(fresh)
+        decision = await self.decide(uid)
         if decision is None:  # not listed (just deleted, or outside the watched namespaces)
             return hook.AdmissionDecision(
                 admitted=False,
@@ -203,22 +222,36 @@ class QuotaController:
     # --- capacity changes -----------------------------------------------------------------------------
 
     def observe(self, body: Mapping[str, Any], deleted: bool = False) -> None:
-        """Feed a FinetuneJob watch event; schedules a pass when the job stopped holding capacity."""
-        meta = body.get("metadata") or {}
-        uid = str(meta.get("uid") or "")
-        status = body.get("status") or {}
-        holds = (
-            not deleted
-            and bool((meta.get("annotations") or {}).get(ADMITTED_AT))
-            and not meta.get("deletionTimestamp")
-            and status.get("phase") not in ("Succeeded", "Failed", "Suspended")
-            and not ((body.get("spec") or {}).get("runPolicy") or {}).get("suspend")
-        )
-        was = self._holding.pop(uid, None) if deleted else self._holding.get(uid)
-        if not deleted:
-            self._holding[uid] = holds
-        if was and not holds:
+        """Feed a FinetuneJob watch event into the cache; runs a pass at once when the job stopped holding
+        capacity (finished, suspended, being deleted or deleted)."""
+        old, accepted = self.cache.apply(body, deleted)
+        if not accepted:
+            return
+        if deleted:
+            uid = str((body.get("metadata") or {}).get("uid") or "")
+            self._specs.pop(uid, None)
+            self._views.pop(uid, None)
+            self._granted.pop(uid, None)
+        if old is not None and holds_capacity(old) and (deleted or not holds_capacity(body)):
             self.capacity_changed()
+
+    async def relist(self) -> None:
+        """Rebuild the job cache from a LIST (start-up, every ``relist_seconds``)."""
+        started = time.monotonic()
+        namespaces: list[str | None] = list(self.settings.namespaces) or [None]
+        lists = await asyncio.gather(
+            *(self.kube.request("GET", "list", "finetunejobs", ns) for ns in namespaces)
+        )
+        items = [item for data in lists for item in data.get("items") or []]
+        versions = [resource_version(data) for data in lists]
+        known = [v for v in versions if v is not None]
+        self.cache.replace(items, min(known) if len(known) == len(versions) else None)
+        live = {str((b.get("metadata") or {}).get("uid") or "") for b in self.cache.bodies()}
+        for memo in (self._specs, self._views, self._granted):
+            for uid in set(memo) - live:
+                del memo[uid]
+        self._listed_at = started
+        self.relists += 1
 
     def observe_quota(self, body: Mapping[str, Any], deleted: bool = False) -> None:
         """Feed a TrainingQuota watch event; schedules a pass when its spec changed (not its status)."""
@@ -263,8 +296,6 @@ class QuotaController:
             await self._release(result, bodies)
         self.passes += 1
         self._result, self._result_id = result, pass_id
-        for view in snapshot.jobs:
-            self._holding[view.uid] = view.holds_capacity or result.decisions[view.uid].newly_admitted
         self.metrics.observe(result)
         for decision in result.newly_admitted:
             view = next(v for v in snapshot.jobs if v.uid == decision.uid)
@@ -277,9 +308,10 @@ class QuotaController:
         self._arm_timer(result.next_check, snapshot.now)
         return result
 
-    async def _snapshot(self) -> tuple[dict[str, JsonDict], list[TrainingQuota], Snapshot]:
-        jobs_raw, quotas_raw, ns_raw, pcs_raw = await asyncio.gather(
-            self._list_jobs(),
+    async def _snapshot(self) -> tuple[dict[str, Mapping[str, Any]], list[TrainingQuota], Snapshot]:
+        if not self.cache.synced or time.monotonic() - self._listed_at >= self.relist_seconds:
+            await self.relist()
+        quotas_raw, ns_raw, pcs_raw = await asyncio.gather(
             self.kube.list("trainingquotas"),
             self._list_optional("namespaces"),
             self._list_optional("priorityclasses"),
@@ -288,29 +320,15 @@ class QuotaController:
         classes = {str(p["metadata"]["name"]): int(p.get("value") or 0) for p in pcs_raw}
         default = max((int(p.get("value") or 0) for p in pcs_raw if p.get("globalDefault")), default=0)
         namespaces = {str(n["metadata"]["name"]): dict(n["metadata"].get("labels") or {}) for n in ns_raw}
-        bodies: dict[str, JsonDict] = {}
+        bodies: dict[str, Mapping[str, Any]] = {}
         views: list[JobView] = []
-        live: set[str] = set()
-        for body in jobs_raw:
-            spec = self._spec_of(body)
-            uid = str(body["metadata"].get("uid") or "")
-            live.add(uid)
-            if spec is None:  # an invalid spec is never admitted (the handlers report the error)
+        classes_key = (tuple(sorted(classes.items())), default)
+        for body in self.cache.bodies():
+            view = self._view_of(body, classes, default, classes_key)
+            if view is None:  # an invalid spec is never admitted (the handlers report the error)
                 continue
-            bodies[uid] = body
-            views.append(
-                job_view_from_body(
-                    body,
-                    spec,
-                    priority_classes=classes,
-                    default_priority=default,
-                    kueue_mode=self.settings.kueue_mode,
-                )
-            )
-        for uid in set(self._specs) - live:
-            del self._specs[uid]
-            self._granted.pop(uid, None)
-            self._holding.pop(uid, None)
+            bodies[view.uid] = body
+            views.append(view)
         quotas: list[TrainingQuota] = []
         for raw in quotas_raw:
             try:
@@ -321,11 +339,27 @@ class QuotaController:
         qviews = [quota_view(q, namespaces, job_namespaces) for q in quotas]
         return bodies, quotas, Snapshot(jobs=views, quotas=qviews, now=now)
 
-    async def _list_jobs(self) -> list[JsonDict]:
-        if not self.settings.namespaces:
-            return await self.kube.list("finetunejobs")
-        lists = await asyncio.gather(*(self.kube.list("finetunejobs", ns) for ns in self.settings.namespaces))
-        return [item for items in lists for item in items]
+    def _view_of(
+        self, body: Mapping[str, Any], classes: Mapping[str, int], default: int, classes_key: Any
+    ) -> JobView | None:
+        """The job's admission view, memoized per (resourceVersion, priority classes)."""
+        uid = str((body.get("metadata") or {}).get("uid") or "")
+        key = (resource_version(body), classes_key)
+        cached = self._views.get(uid)
+        if cached is not None and cached[0] == key and key[0] is not None:
+            return cached[1]
+        spec = self._spec_of(body)
+        if spec is None:
+            return None
+        view = job_view_from_body(
+            body,
+            spec,
+            priority_classes=classes,
+            default_priority=default,
+            kueue_mode=self.settings.kueue_mode,
+        )
+        self._views[uid] = (key, view)
+        return view
 
     async def _list_optional(self, resource: str) -> list[JsonDict]:
         """Namespaces and PriorityClasses may be unreadable (RBAC) or absent: treat as empty."""
@@ -335,7 +369,7 @@ class QuotaController:
             logger.debug("cannot list %s (%s): treating as empty", resource, exc)
             return []
 
-    def _spec_of(self, body: JsonDict) -> FinetuneJobSpec | None:
+    def _spec_of(self, body: Mapping[str, Any]) -> FinetuneJobSpec | None:
         meta = body.get("metadata") or {}
         uid = str(meta.get("uid") or "")
         key = meta.get("generation") or meta.get("resourceVersion")
@@ -350,9 +384,12 @@ class QuotaController:
         return spec
 
     async def _persist(
-        self, result: AdmissionResult, bodies: Mapping[str, JsonDict], now: datetime
+        self, result: AdmissionResult, bodies: Mapping[str, Mapping[str, Any]], now: datetime
     ) -> set[str]:
-        """Write the admissions of this pass (resourceVersion precondition); returns the uids that failed."""
+        """Write the admissions of this pass (resourceVersion precondition); returns the uids that failed.
+
+        Each write's response goes into the cache at once (the next pass must count the admission even
+        before its watch event arrives); a 409 refreshes the stale cached job from the API server."""
         lost: set[str] = set()
         gate = asyncio.Semaphore(PERSIST_CONCURRENCY)
 
@@ -369,14 +406,31 @@ class QuotaController:
             }
             async with gate:
                 try:
-                    await self.kube.patch("finetunejobs", decision.namespace, decision.name, patch)
-                except (Conflict, NotFound):
+                    written = await self.kube.patch("finetunejobs", decision.namespace, decision.name, patch)
+                except Conflict:
                     lost.add(decision.uid)
+                    await self._refresh(bodies[decision.uid])
+                except NotFound:
+                    lost.add(decision.uid)
+                    self.cache.apply(bodies[decision.uid], deleted=True)
+                else:
+                    self.cache.apply(written)
 
         await asyncio.gather(*(one(d) for d in result.newly_admitted))
         return lost
 
-    async def _release(self, result: AdmissionResult, bodies: Mapping[str, JsonDict]) -> None:
+    async def _refresh(self, body: Mapping[str, Any]) -> None:
+        """Re-read one job whose cached body proved stale (a 409 on the resourceVersion precondition)."""
+        meta = body.get("metadata") or {}
+        fresh = await self.kube.get_or_none("finetunejobs", meta.get("namespace"), str(meta.get("name")))
+        if fresh is None or str((fresh.get("metadata") or {}).get("uid")) != str(meta.get("uid")):
+            self.cache.apply(body, deleted=True)
+            if fresh is not None:
+                self.cache.apply(fresh)
+        else:
+            self.cache.apply(fresh)
+
+    async def _release(self, result: AdmissionResult, bodies: Mapping[str, Mapping[str, Any]]) -> None:
         """Withdraw the admission of suspended jobs, so that resuming them queues them again."""
         for uid in result.releases:
             meta = bodies[uid]["metadata"]
@@ -386,8 +440,14 @@ class QuotaController:
                     "annotations": {ADMITTED_AT: None, ADMITTED_BY: None},
                 }
             }
-            with contextlib.suppress(Conflict, NotFound):
-                await self.kube.patch("finetunejobs", meta.get("namespace"), meta["name"], patch)
+            try:
+                self.cache.apply(
+                    await self.kube.patch("finetunejobs", meta.get("namespace"), meta["name"], patch)
+                )
+            except Conflict:
+                await self._refresh(bodies[uid])
+            except NotFound:
+                self.cache.apply(bodies[uid], deleted=True)
 
     async def _write_quota_status(
         self, quotas: list[TrainingQuota], result: AdmissionResult, now: datetime
@@ -422,6 +482,18 @@ class QuotaController:
         task = asyncio.get_running_loop().create_task(_run(), name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def holds_capacity(body: Mapping[str, Any]) -> bool:
+    """Whether a FinetuneJob body holds quota capacity: admitted, not finished, suspended or deleting."""
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    return (
+        bool((meta.get("annotations") or {}).get(ADMITTED_AT))
+        and not meta.get("deletionTimestamp")
+        and status.get("phase") not in ("Succeeded", "Failed", "Suspended")
+        and not ((body.get("spec") or {}).get("runPolicy") or {}).get("suspend")
+    )
 
 
 def _drop_admissions(result: AdmissionResult, uids: set[str]) -> AdmissionResult:

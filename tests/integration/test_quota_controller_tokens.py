@@ -59,7 +59,9 @@ async def test_token_budget_blocks_until_window_rolls(cluster: Any) -> None:
             },
             subresource="status",
         )
+        controller.observe(cluster.store.get("finetunejobs", "default", "spent"))  # the watch delivers it
         waiting = await cluster.create(hosted_job("next"))
+        controller.observe(waiting)
         uid = waiting["metadata"]["uid"]
         now[0] = T0 + timedelta(hours=2)
         decision = await controller.decide(uid)

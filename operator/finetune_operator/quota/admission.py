@@ -398,10 +398,11 @@ def decide(snapshot: Snapshot) -> AdmissionResult:
         )
 
     # Queue positions: the place in the queue of the first quota that holds the job back.
+    positions = {name: {uid: i + 1 for i, uid in enumerate(s.queued)} for name, s in states.items()}
     for uid, decision in list(decisions.items()):
         if decision.queued:
-            queue = states[decision.blocking[0]].queued
-            decisions[uid] = dataclasses.replace(decision, queue_position=queue.index(uid) + 1)
+            position = positions[decision.blocking[0]][uid]
+            decisions[uid] = dataclasses.replace(decision, queue_position=position)
 
     outcomes = {
         name: QuotaOutcome(name, s.usage(), tuple(s.admitted), tuple(s.queued)) for name, s in states.items()
