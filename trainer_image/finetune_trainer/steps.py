@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from finetune_operator.api.finetunejob import GenerateSpec
 from finetune_operator.api.trainerconfig import (
@@ -25,7 +25,7 @@ from finetune_operator.api.trainerconfig import (
 )
 
 from .checkpoints import Interrupted, StopFlag
-from .context import Engine, TrainContext
+from .context import Engine, TrainContext, TrainOutcome
 from .data import (
     DatasetError,
     EmbeddingQADataset,
@@ -324,6 +324,53 @@ def dataset_result(
     return {k: v for k, v in zip(keys, (*uris, *counts), strict=True) if v is not None}
 
 
+class ModelInfo(Protocol):
+    """What the result says about the engine's model (every Engine has it)."""
+
+    model_format: str
+    base_model: str
+
+
+def build_result(
+    cfg: TrainerConfig,
+    engine: ModelInfo,
+    outcome: TrainOutcome,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    checkpoints: list[dict[str, Any]],
+    generated: GenerationResult | None,
+    train: EmbeddingQADataset,
+    val: EmbeddingQADataset,
+) -> dict[str, Any]:
+    """The result JSON of a successful run, with the keys the operator's status derivation reads
+    (finetune_operator.status.sections): metrics.before/after, trainLoss, samplesPerSecond, wallSeconds,
+    model.storageUri/format/baseModel, dataset.*, checkpoints."""
+    base = cfg.output_uri.rstrip("/")
+    result: dict[str, Any] = {
+        "status": "succeeded",
+        "attempt": cfg.attempt,
+        "model": {
+            "storageUri": f"{base}/model",
+            "format": engine.model_format,
+            "baseModel": user_facing(engine.base_model),
+        },
+        "metrics": {"before": before, "after": after},
+        "trainLoss": outcome.train_loss,
+        "steps": outcome.steps,
+        "totalSteps": outcome.total_steps,
+        "wallSeconds": round(outcome.wall_seconds, 3),
+        "samplesPerSecond": round(outcome.samples / outcome.wall_seconds, 3) if outcome.wall_seconds else 0.0,
+        "peakRssBytes": peak_rss_bytes(),
+        "checkpoints": [{"step": c["step"], "uri": f"{base}/{c['uri']}"} for c in checkpoints],
+        "dataset": dataset_result(cfg, generated, train, val),
+    }
+    if outcome.resumed_from is not None:
+        result["resumedFrom"] = outcome.resumed_from
+    if generated is not None:
+        result["generation"] = generation_result(cfg, generated)
+    return result
+
+
 # ---------------------------------------------------------------------------- the run
 
 
@@ -416,32 +463,7 @@ def run(cfg: TrainerConfig, progress_bar: bool = False, stop: StopFlag | None = 
         engine.save(model_dir)
         _artifacts(out.local, outcome.losses, before, after, engine.model_format)
         step("write result")
-        result: dict[str, Any] = {
-            "status": "succeeded",
-            "attempt": cfg.attempt,
-            "model": {
-                "storageUri": f"{cfg.output_uri.rstrip('/')}/model",
-                "format": engine.model_format,
-                "baseModel": user_facing(engine.base_model),
-            },
-            "metrics": {"before": before, "after": after},
-            "trainLoss": outcome.train_loss,
-            "steps": outcome.steps,
-            "totalSteps": outcome.total_steps,
-            "resumedFrom": outcome.resumed_from,
-            "wallSeconds": round(outcome.wall_seconds, 3),
-            "samplesPerSecond": round(outcome.samples / outcome.wall_seconds, 3)
-            if outcome.wall_seconds
-            else 0.0,
-            "peakRssBytes": peak_rss_bytes(),
-            "checkpoints": [
-                {"step": c["step"], "uri": f"{cfg.output_uri.rstrip('/')}/{c['uri']}"}
-                for c in ctx.checkpoints
-            ],
-            "dataset": dataset_result(cfg, generated, train, val),
-        }
-        if generated is not None:
-            result["generation"] = generation_result(cfg, generated)
+        result = build_result(cfg, engine, outcome, before, after, ctx.checkpoints, generated, train, val)
         out.upload()
         write_result(cfg, out, result)
         reporter.report(
