@@ -12,6 +12,9 @@ import json
 import logging
 import sys
 import threading
+import weakref
+from collections.abc import Collection, Coroutine, Iterator
+from contextvars import ContextVar
 from typing import Any
 
 import kopf
@@ -25,6 +28,58 @@ from .naming import ANNOTATION_PREFIX
 logger = logging.getLogger(__name__)
 
 Flag = asyncio.Event | asyncio.Future[Any] | threading.Event
+
+# Set (in the operator's own context) while kopf spawns its tasks: tasks created under it are the operator's.
+_IN_OPERATOR: ContextVar[bool] = ContextVar("finetune_operator_in_operator", default=False)
+
+
+class _ForeignTasks(Collection["asyncio.Task[Any]"]):
+    """Every task of the loop that the operator did not create.
+
+    kopf's `run_tasks` cancels, on stop, every task of the loop that appeared after the start except those in
+    `ignored`: run inside a shared loop (tests, local mode), that cancels the caller's own tasks too (for
+    example whatever awaits the stop, or an HTTP server started meanwhile). Passed as `ignored`, this keeps
+    kopf's hands off them."""
+
+    def __init__(self, ours: weakref.WeakSet[asyncio.Task[Any]]) -> None:
+        self._ours = ours
+
+    def _foreign(self) -> set[asyncio.Task[Any]]:
+        return {t for t in asyncio.all_tasks() if t not in self._ours}
+
+    def __contains__(self, task: object) -> bool:
+        return task not in self._ours
+
+    def __iter__(self) -> Iterator[asyncio.Task[Any]]:
+        return iter(self._foreign())
+
+    def __len__(self) -> int:
+        return len(self._foreign())
+
+
+async def _run_kopf(**kwargs: Any) -> None:
+    """`kopf.operator(**kwargs)`, but on stop kopf cancels only the tasks the operator created."""
+    loop = asyncio.get_running_loop()
+    previous = loop.get_task_factory()
+    ours: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+
+    def factory(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **kw: Any
+    ) -> asyncio.Future[Any]:
+        task = previous(loop, coro, **kw) if previous is not None else asyncio.Task(coro, loop=loop, **kw)
+        if _IN_OPERATOR.get() and isinstance(task, asyncio.Task):
+            ours.add(task)
+        return task
+
+    loop.set_task_factory(factory)  # type: ignore[arg-type]  # typeshed's alias omits the context= keyword
+    token = _IN_OPERATOR.set(True)
+    try:
+        tasks = await kopf.spawn_tasks(**kwargs)
+        await kopf.run_tasks(tasks, ignored=_ForeignTasks(ours))
+    finally:
+        _IN_OPERATOR.reset(token)
+        if loop.get_task_factory() is factory:
+            loop.set_task_factory(previous)
 
 
 def configure_kopf(settings: Settings, kopf_settings: kopf.OperatorSettings) -> None:
@@ -73,7 +128,7 @@ async def operator_task(
     if settings.health_port:
         servers.append(asyncio.create_task(serve(settings.health_port, {"/healthz": healthz})))
     try:
-        await kopf.operator(
+        await _run_kopf(
             registry=registry,
             settings=kopf_settings,
             memo=memo,

@@ -3,69 +3,25 @@ pointing at the local fake providers (the backends go through the real `openai` 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from tests.conftest import eventually, fast_settings
+from tests.conftest import RunningOperator, eventually
 from tests.fakes.fake_gradient import FakeGradient
 from tests.fakes.fake_openai import REFUSAL_MESSAGE, FakeOpenAI
 from tests.unit.hosted_support import GOOD_CHAT
-
-from finetune_operator.api.finetunejob import EngineKind
-from finetune_operator.backends import gradient_backend, openai_backend
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 NS = "default"
 
 
-class HostedOperator:
-    """The operator with the hosted backends registered (a restart builds a fresh context and backends)."""
-
-    def __init__(self, cluster: Any) -> None:
-        self.settings = fast_settings(cluster.url)
-        self._task: asyncio.Task[None] | None = None
-        self._stop: asyncio.Event | None = None
-
-    async def start(self) -> None:
-        from finetune_operator.handlers.context import OperatorContext
-        from finetune_operator.main import operator_task
-
-        ctx = OperatorContext(settings=self.settings)
-        ctx.backends.register(EngineKind.OPENAI, openai_backend.make_backend)
-        ctx.backends.register(EngineKind.GRADIENT, gradient_backend.make_backend)
-        self._stop, ready = asyncio.Event(), asyncio.Event()
-        self._task = asyncio.create_task(
-            operator_task(self.settings, ready_flag=ready, stop_flag=self._stop, ctx=ctx)
-        )
-        await asyncio.wait_for(ready.wait(), 10)
-
-    async def stop(self) -> None:
-        if self._task is None or self._stop is None:
-            return
-        self._stop.set()
-        done, _ = await asyncio.wait({self._task}, timeout=10)  # never raises, even if kopf ends cancelled
-        if not done:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-        self._task = None
-
-
 @pytest.fixture
-async def hosted_operator(cluster: Any) -> AsyncIterator[HostedOperator]:
-    op = HostedOperator(cluster)  # started inside the test, like conftest's operator_factory
-    yield op
-    try:
-        await op.stop()
-    except asyncio.CancelledError:
-        # Stopping kopf with hosted (finalizer-bearing) jobs cancels the awaiting task once; see the report.
-        task = asyncio.current_task()
-        if task is None or task.uncancel() > 0:
-            raise
+async def hosted_operator(operator_factory: Callable[..., Awaitable[RunningOperator]]) -> RunningOperator:
+    """The real operator (conftest's thread-based fixture): the hosted backends come from the operator's own
+    BackendRegistry (resolved lazily by engine kind), exactly as in a deployed operator."""
+    return await operator_factory()
 
 
 def _status(cluster: Any, name: str) -> dict[str, Any]:
@@ -120,9 +76,8 @@ def _openai_job(name: str, base_url: str) -> dict[str, Any]:
 
 
 async def test_openai_job_succeeds_with_provider_model_id(
-    cluster: Any, hosted_operator: HostedOperator
+    cluster: Any, hosted_operator: RunningOperator
 ) -> None:
-    await hosted_operator.start()
     async with FakeOpenAI() as fake:
         await _secret(cluster, "openai-key", "apiKey", fake.api_key)
         await _config_map(cluster, "chat-data", "train.jsonl", GOOD_CHAT)
@@ -137,9 +92,8 @@ async def test_openai_job_succeeds_with_provider_model_id(
 
 
 async def test_openai_refusal_fails_with_provider_message(
-    cluster: Any, hosted_operator: HostedOperator
+    cluster: Any, hosted_operator: RunningOperator
 ) -> None:
-    await hosted_operator.start()
     async with FakeOpenAI(refuse_new_jobs=REFUSAL_MESSAGE) as fake:
         await _secret(cluster, "openai-key", "apiKey", fake.api_key)
         await _config_map(cluster, "chat-data", "train.jsonl", GOOD_CHAT)
@@ -150,9 +104,8 @@ async def test_openai_refusal_fails_with_provider_message(
         assert fake.created_jobs == 0
 
 
-async def test_gradient_job_succeeds_with_adapter_id(cluster: Any, hosted_operator: HostedOperator) -> None:
+async def test_gradient_job_succeeds_with_adapter_id(cluster: Any, hosted_operator: RunningOperator) -> None:
     inputs = "\n".join(json.dumps({"inputs": f"### Q: {i}?\n### A: {i * 2}"}) for i in range(6))
-    await hosted_operator.start()
     async with FakeGradient() as fake:
         await _secret(cluster, "gradient-token", "token", fake.token)
         await _config_map(cluster, "inputs-data", "train.jsonl", inputs)
@@ -182,3 +135,34 @@ async def test_gradient_job_succeeds_with_adapter_id(cluster: Any, hosted_operat
         adapter = fake.adapters()[0]
         assert status["model"]["adapterId"] == adapter["id"] and status["remoteJobId"] == adapter["id"]
         assert len(fake.fine_tune_calls) == 6 and len(fake.adapters()) == 1
+
+
+async def test_operator_in_a_shared_loop_stops_without_cancelling_other_tasks(cluster: Any) -> None:
+    """operator_task in the caller's loop (as local mode may run it): stopping it with a finalizer-bearing
+    hosted job must cancel none of the caller's tasks created after the start (kopf's stop cancels every
+    task of the loop it takes for its own)."""
+    import asyncio
+
+    from tests.conftest import fast_settings
+
+    from finetune_operator.main import operator_task
+
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(operator_task(fast_settings(cluster.url), ready_flag=ready, stop_flag=stop))
+    await asyncio.wait_for(ready.wait(), 10)
+    async with FakeOpenAI() as fake:
+        await _secret(cluster, "openai-key", "apiKey", fake.api_key)
+        await _config_map(cluster, "chat-data", "train.jsonl", GOOD_CHAT)
+        await cluster.create(_openai_job("shared", fake.base_url))
+        await _phase(cluster, "shared", "Succeeded")
+        assert cluster.store.get("finetunejobs", NS, "shared")["metadata"].get("finalizers")
+        bystander = asyncio.create_task(asyncio.sleep(30))
+
+        async def stopper() -> bool:
+            stop.set()
+            done, _ = await asyncio.wait({task}, timeout=15)
+            return task in done
+
+        assert await asyncio.create_task(stopper())
+        assert not bystander.cancelled() and not bystander.done()
+        bystander.cancel()

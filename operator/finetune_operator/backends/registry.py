@@ -18,8 +18,8 @@ BackendFactory = Callable[[Any], Backend]
 
 # Hosted backends: module path and factory name, imported on first use.
 _LAZY: dict[EngineKind, tuple[str, str]] = {
-    EngineKind.OPENAI: ("finetune_operator.backends.openai", "make_backend"),
-    EngineKind.GRADIENT: ("finetune_operator.backends.gradient", "make_backend"),
+    EngineKind.OPENAI: ("finetune_operator.backends.openai_backend", "make_backend"),
+    EngineKind.GRADIENT: ("finetune_operator.backends.gradient_backend", "make_backend"),
 }
 
 
