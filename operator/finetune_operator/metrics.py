@@ -35,6 +35,11 @@ class Metrics:
         self.reconcile_errors = Counter(
             "finetune_reconcile_errors", "Reconciles that raised an error.", registry=self.registry
         )
+        self.provider_requeues = Counter(
+            "finetune_provider_requeues",
+            "Reconciles put off because a hosted provider was busy or unreachable (retried after its delay).",
+            registry=self.registry,
+        )
         self.start_latency = Histogram(
             "finetune_creation_to_trainer_start_seconds",
             "Time from a FinetuneJob's creation to its trainer running (first attempt).",

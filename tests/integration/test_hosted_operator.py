@@ -3,6 +3,7 @@ pointing at the local fake providers (the backends go through the real `openai` 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -89,6 +90,34 @@ async def test_openai_job_succeeds_with_provider_model_id(
         assert status["metrics"]["trainedTokens"] > 0
         assert status["checkpoints"]["latest"]["modelId"].endswith("ckpt-step-30")
         assert fake.api_key not in json.dumps(cluster.store.get("finetunejobs", NS, "faq"))
+        remote = [
+            e["message"]
+            for e in cluster.store.list("events", NS)
+            if e["involvedObject"]["name"] == "faq" and e["reason"] == "RemoteEvent"
+        ]
+        assert remote and len(remote) == len(set(remote))  # the provider's events, each once
+        polls = len(fake.requests)
+        await asyncio.sleep(2.5)  # several resyncs (1 s) and hosted polls (0.5 s)
+        assert len(fake.requests) == polls, "a finished job is never polled again"
+
+
+async def test_openai_transient_errors_requeue_without_failing(
+    cluster: Any, hosted_operator: RunningOperator
+) -> None:
+    async with FakeOpenAI() as fake:
+        await _secret(cluster, "openai-key", "apiKey", fake.api_key)
+        await _config_map(cluster, "chat-data", "train.jsonl", GOOD_CHAT)
+        # more 503s than one reconcile's retry budget (3 tries): the reconcile gives up and requeues
+        fake.fail_next("GET /v1/fine_tuning/jobs/{id}", 503, times=5, retry_after=0.2)
+        await cluster.create(_openai_job("busy", fake.base_url))
+        status = await _phase(cluster, "busy", "Succeeded")
+        assert fake.created_jobs == 1 and not status.get("failedAttempts")
+        assert len(fake.calls("GET /v1/fine_tuning/jobs/{id}")) > 5
+        assert not [c for c in status["conditions"] if c["type"] == "Failed" and c["status"] == "True"]
+        assert hosted_operator.ctx is not None
+        sample = hosted_operator.ctx.metrics.registry.get_sample_value
+        assert (sample("finetune_provider_requeues_total") or 0) >= 1
+        assert (sample("finetune_reconcile_errors_total") or 0) == 0  # not the generic error path
 
 
 async def test_openai_refusal_fails_with_provider_message(
@@ -101,6 +130,9 @@ async def test_openai_refusal_fails_with_provider_message(
         status = await _phase(cluster, "refused", "Failed")
         failed = next(c for c in status["conditions"] if c["type"] == "Failed")
         assert "ProviderRefused" in failed["message"] and "2027-01-06" in failed["message"]
+        assert failed["reason"] == "ProviderRefused"
+        warnings = [e for e in cluster.store.list("events", NS) if e["involvedObject"]["name"] == "refused"]
+        assert ("Warning", "ProviderRefused") in {(e["type"], e["reason"]) for e in warnings}
         assert fake.created_jobs == 0
 
 

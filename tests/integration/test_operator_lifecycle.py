@@ -85,7 +85,8 @@ async def test_failure_retry_then_success(cluster: Any, operator_factory: Any, k
     await kubelet.run(pod)
     await kubelet.fail(pod, exit_code=1, message="CUDA error: out of memory")
     pod2 = await wait_pod(cluster, 2)
-    status = status_of(cluster)
+    # the trainer Job (and so its pod) exists before the status patch that records the attempt
+    status = await eventually(lambda: status_of(cluster).get("attempts") == 2 and status_of(cluster))
     assert status["failedAttempts"] == 1 and status["attempts"] == 2
     await kubelet.run(pod2)
     await kubelet.succeed(pod2, message=result_json())

@@ -404,3 +404,28 @@ def test_events_for_transitions() -> None:
 def test_clock_must_be_aware() -> None:
     with pytest.raises(ValueError, match="timezone"):
         derive_status(make_job(), Observed(), datetime(2026, 1, 1))  # noqa: DTZ001
+
+
+@pytest.mark.parametrize("reason", ["Unauthorized", "ProviderRefused"])
+def test_provider_reason_becomes_the_failed_reason(reason: str) -> None:
+    obs = Observed(
+        admitted=True, attempts=(att(1, "invalid", T0, T0, reason=reason, message=f"{reason}: no"),)
+    )
+    s = derive_status(make_job(), obs, T0 + timedelta(minutes=1))
+    c = conds(s)
+    assert s["phase"] == "Failed" and c["Failed"] == ("True", reason) and c["Ready"] == ("False", reason)
+    assert f"{reason}: no" in s["message"]
+    assert events_for_transition({}, s)[0][:2] == ("Warning", reason)
+    plain = derive_status(make_job(), Observed(admitted=True, attempts=(att(1, "invalid", T0, T0),)), T0)
+    assert conds(plain)["Failed"] == ("True", "InvalidData")
+
+
+def test_failed_status_is_stable_without_observations() -> None:
+    """A terminal job is not observed again: deriving it with no attempts must change nothing."""
+    obs = Observed(
+        admitted=True,
+        attempts=(att(1, "invalid", T0, T0, reason="Unauthorized", checkpoints=[{"step": 3, "loss": 0.5}]),),
+    )
+    done = derive_status(make_job(), obs, T0)
+    again = derive_status(make_job(status=done), Observed(admitted=True), T0 + timedelta(hours=1))
+    assert again["phase"] == "Failed" and status_patch(done, again) is None

@@ -125,7 +125,7 @@ def observe_pods(tjob: JsonDict | None, pods: list[JsonDict]) -> Observation:
             detail = (result or {}).get("message") or (result or {}).get("error") or message
             return Observation(
                 state="invalid",
-                reason="InvalidInput",
+                reason="InvalidData",
                 result=result,
                 started_at=started,
                 finished_at=term.get("finishedAt"),
@@ -166,7 +166,7 @@ def observe_pods(tjob: JsonDict | None, pods: list[JsonDict]) -> Observation:
         if f"exit code {EXIT_INVALID} " in text + " ":
             return Observation(
                 state="invalid",
-                reason="InvalidInput",
+                reason="InvalidData",
                 message=text,
                 started_at=started,
                 finished_at=finished_at,

@@ -18,6 +18,7 @@ from ..api import EngineKind, FinetuneJob, SpecError, parse_job
 from ..api.common import API_VERSION
 from ..api.finetunejob import IN_CLUSTER_ENGINES
 from ..backends.base import Backend, Observation
+from ..backends.hosted_common import TransientProviderError
 from ..kube import ApiError, JsonDict
 from ..naming import LABEL_ATTEMPT
 from ..status import (
@@ -34,6 +35,8 @@ from .context import OperatorContext
 logger = logging.getLogger(__name__)
 
 ERROR_RETRY_SECONDS = 2.0
+MIN_REQUEUE_SECONDS = 0.5
+TERMINAL = ("Succeeded", "Failed")
 
 
 def _admitted_before(status: Mapping[str, Any]) -> bool:
@@ -103,6 +106,17 @@ async def reconcile(ctx: OperatorContext, body: Mapping[str, Any]) -> None:
         fresh = ctx.cache.jobs.get(uid, dict(body))
         try:
             await _reconcile(ctx, fresh)
+        except TransientProviderError as exc:  # the provider is busy or unreachable: look again later
+            ctx.metrics.provider_requeues.inc()
+            logger.info(
+                "provider of %s/%s unavailable, retrying in %.1fs: %s",
+                meta.get("namespace"),
+                meta.get("name"),
+                exc.delay,
+                exc.message,
+            )
+            now = datetime.now(UTC)
+            ctx.wake_at(uid, now + timedelta(seconds=max(exc.delay, MIN_REQUEUE_SECONDS)), now)
         except Exception as exc:
             ctx.metrics.reconcile_errors.inc()
             level = logging.WARNING if isinstance(exc, ApiError | OSError | TimeoutError) else logging.ERROR
@@ -135,15 +149,22 @@ async def _reconcile(ctx: OperatorContext, body: JsonDict) -> None:
         return
 
     backend = ctx.backends.get(job.spec.engine.kind, ctx)
-    attempts = [
-        AttemptObservation(n, await backend.observe(job, n))
-        for n in range(1, _known_attempts(ctx, uid, old_status) + 1)
-    ]
+    terminal = old_status.get("phase") in TERMINAL
+    # A finished job is never observed again (no polling of a provider forever): its status is sticky, and
+    # what is left to do (TTL) needs no observation. Its attempts were cancelled before it was marked so.
+    attempts = (
+        []
+        if terminal
+        else [
+            AttemptObservation(n, await backend.observe(job, n))
+            for n in range(1, _known_attempts(ctx, uid, old_status) + 1)
+        ]
+    )
+    remote_events = [ev for a in attempts for ev in a.observation.events]
     admitted: bool | None = True if (_admitted_before(old_status) or attempts) else None
     reason = message = ""
     queue_position: int | None = None
     admitted_by: tuple[str, ...] = ()
-    terminal = old_status.get("phase") in ("Succeeded", "Failed")
     if admitted is None and not terminal:
         decision = await ctx.admit(job, ctx)
         admitted, reason, message = decision.admitted, decision.reason, decision.message
@@ -168,6 +189,7 @@ async def _reconcile(ctx: OperatorContext, body: JsonDict) -> None:
             wake = action.not_before
         else:
             obs = await backend.submit(job, action.attempt)
+            remote_events.extend(obs.events)
             attempts = [a for a in attempts if a.number != action.attempt]
             attempts.append(AttemptObservation(action.attempt, obs))
             ctx.metrics.attempts.labels(engine=job.spec.engine.kind.value).inc()
@@ -188,6 +210,7 @@ async def _reconcile(ctx: OperatorContext, body: JsonDict) -> None:
         wake = poll if wake is None else min(wake, poll)
     new = derive_status(job, observed(), now)
     await _write_status(ctx, body, old_status, new)
+    _post_events(ctx, body, remote_events)
     if wake is not None:
         ctx.wake_at(uid, wake, now)
     _observe_start(ctx, job, old_status, new)
@@ -210,8 +233,19 @@ async def _write_status(ctx: OperatorContext, body: JsonDict, old: JsonDict, new
         updated = await ctx.kube.patch_status("finetunejobs", meta.get("namespace"), meta["name"], patch)
         ctx.cache.put_job(updated)
     ctx.metrics.set_phase(uid, new.get("phase"))
-    for etype, reason, message in events_for_transition(old, new):
-        ctx.spawn(post_event(ctx, body, etype, reason, message), name=f"event-{meta['name']}-{reason}")
+    _post_events(ctx, body, events_for_transition(old, new))
+
+
+def _post_events(ctx: OperatorContext, body: JsonDict, events: list[tuple[str, str, str]]) -> None:
+    """Post (type, reason, message) Events in the background, in order (best effort)."""
+    if not events:
+        return
+
+    async def post_all() -> None:
+        for etype, reason, message in events:
+            await post_event(ctx, body, etype, reason, message)
+
+    ctx.spawn(post_all(), name=f"events-{body['metadata']['name']}")
 
 
 def hosted(body: Mapping[str, Any]) -> bool:

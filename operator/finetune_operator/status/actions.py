@@ -133,7 +133,7 @@ def events_for_transition(
     new_phase, old_phase = new_status.get("phase"), old.get("phase")
     new_reason = _reason_of(new_status)
     if new_phase != old_phase or new_reason != _reason_of(old):
-        etype = "Warning" if new_reason in _WARNING_REASONS else "Normal"
+        etype = "Warning" if new_reason in _WARNING_REASONS or new_phase == Phase.FAILED else "Normal"
         events.append((etype, new_reason or str(new_phase), str(new_status.get("message") or new_phase)))
     failed_new, failed_old = int(new_status.get("failedAttempts") or 0), int(old.get("failedAttempts") or 0)
     if failed_new > failed_old:

@@ -128,7 +128,7 @@ def decide(job: FinetuneJob, obs: Observed, now: datetime, old: Mapping[str, Any
             msg = a.observation.message or "the trainer rejected its config or data"
             return Decision(
                 Phase.FAILED,
-                o.R_INVALID_DATA,
+                a.observation.reason or o.R_INVALID_DATA,  # e.g. Unauthorized, ProviderRefused
                 f"attempt {a.number}: {msg}",
                 parse_time(a.observation.finished_at),
             )
