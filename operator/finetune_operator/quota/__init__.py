@@ -20,6 +20,7 @@ from .admission import (
     admission_order,
     decide,
 )
+from .cache import JobCache
 from .model import (
     ADMITTED_AT,
     ADMITTED_BY,
@@ -46,6 +47,7 @@ __all__ = [
     "REASON_QUOTA_EXCEEDED",
     "AdmissionDecision",
     "AdmissionResult",
+    "JobCache",
     "JobView",
     "LimitUsage",
     "QuotaOutcome",
