@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from finetune_operator.api.trainerconfig import OUTPUT_MOUNT, PVC_MOUNT
 from finetune_operator.local.emulator import Emulator
 from finetune_operator.local.semantics import ApiError, JsonDict, Selector, now_rfc3339
 
@@ -274,6 +275,15 @@ class LocalExecutor:
             args[index] = str(mapped)
         env = self._env(pod, container, mapping)
         env["FINETUNE_TERMINATION_LOG"] = str(term_log)
+        # Locations the config names only as URIs (adapter.continueFrom: pvc://...) are resolved by the
+        # trainer at run time; tell it where each mount path lives on this machine.
+        # Only PVC mounts: the config itself is already rewritten, and a prefix such as /tmp could match
+        # a host path a second time.
+        env["FINETUNE_PATH_MAP"] = ",".join(
+            f"{mount}={host}"
+            for mount, host in sorted(mapping.items())
+            if mount.startswith((PVC_MOUNT + "/", OUTPUT_MOUNT))
+        )
         env.setdefault("OMP_NUM_THREADS", "1")
         return [*command, *args], env, term_log
 
