@@ -153,7 +153,8 @@ async def run_operator(emu: Emulator, n_jobs: int) -> dict[str, float]:
         await asyncio.sleep(0.05)
     stop.set()
     await asyncio.to_thread(thread.join, 30)
-    return {}
+    quota = ctx.quota
+    return {"passes": quota.passes, "relists": quota.relists} if isinstance(quota, QuotaController) else {}
 
 
 def _phase(obj: dict[str, Any]) -> str | None:
