@@ -10,7 +10,7 @@
   concurrency) before the handlers create the trainer Job. A 409 means the cached body was stale: the
   controller GETs the job, updates the cache and decides again. A restarted operator rebuilds the cache
   from a LIST and recomputes the same admitted set from the cluster.
-* Passes are serialized by one ``asyncio.Lock``; concurrent callers coalesce onto a pass whose LIST
+* Passes are serialized by one ``asyncio.Lock``; concurrent callers coalesce onto a pass that
   started after they asked (so a burst of 300 new jobs costs a handful of passes, not 300).
 * When capacity frees (a job finishes, is suspended or deleted; a quota changes) :meth:`on_capacity_change`
   runs a pass at once and wakes the newly admitted jobs' reconcile; a timer re-runs admission when a
