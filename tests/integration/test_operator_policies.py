@@ -148,3 +148,47 @@ async def test_trainer_progress_through_status_subresource(
     await kubelet.succeed(pod, message=result_json())
     status = await wait_phase(cluster, "Succeeded")
     assert status["progress"]["step"] == 30
+
+
+async def test_resume_asks_quota_admission_again(cluster: Any, operator_factory: Any, kubelet: Any) -> None:
+    """A 1-job TrainingQuota: suspending A frees its slot for B; resuming A queues it behind B (admission is
+    asked again on resume), and A resumes once B finished."""
+    await operator_factory()
+    await data_config_map(cluster)
+    await cluster.create(
+        {
+            "apiVersion": "finetune.dev/v1alpha1",
+            "kind": "TrainingQuota",
+            "metadata": {"name": "one"},
+            "spec": {"limits": {"maxJobs": 1}},
+        }
+    )
+    await cluster.create(st_job("a"))
+    pod_a = await wait_pod(cluster, 1, name="a")
+    await kubelet.run(pod_a)
+    await wait_phase(cluster, "Running", name="a")
+    await cluster.create(st_job("b"))
+    await wait_phase(cluster, "Queued", name="b")
+    await cluster.patch("finetunejobs", NS, "a", {"spec": {"runPolicy": {"suspend": True}}})
+    await wait_phase(cluster, "Suspended", name="a")
+    pod_b = await wait_pod(cluster, 1, name="b")  # a's slot went to b
+    await kubelet.run(pod_b)
+    await wait_phase(cluster, "Running", name="b")
+    await cluster.patch("finetunejobs", NS, "a", {"spec": {"runPolicy": {"suspend": False}}})
+
+    def admission_of_a() -> Any:
+        status = status_of(cluster, "a")
+        return next((c for c in status.get("conditions") or [] if c["type"] == "Admitted"), None)
+
+    await eventually(lambda: (admission_of_a() or {}).get("reason") == "QuotaExceeded")
+    assert status_of(cluster, "a")["phase"] == "Queued" and admission_of_a()["status"] == "False"
+    await asyncio.sleep(1.5)  # resyncs pass: nothing starts for a while b holds the slot
+    assert created(cluster, "jobs") == ["a-a1", "b-a1"]
+    await kubelet.succeed(pod_b, message=result_json("b"))
+    await wait_phase(cluster, "Succeeded", name="b")
+    pod_a2 = await wait_pod(cluster, 1, name="a")  # the attempt resumes (a new Job of the same attempt)
+    assert pod_a2["metadata"]["uid"] != pod_a["metadata"]["uid"]
+    await kubelet.run(pod_a2)
+    await kubelet.succeed(pod_a2, message=result_json("a"))
+    status = await wait_phase(cluster, "Succeeded", name="a")
+    assert status.get("failedAttempts", 0) == 0 and created(cluster, "jobs") == ["a-a1", "b-a1", "a-a1"]

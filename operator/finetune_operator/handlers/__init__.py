@@ -23,6 +23,7 @@ from ..api.finetunejob import PLURAL
 from ..config import Settings
 from ..kube import Connection
 from ..naming import LABEL_JOB_UID, LABEL_MANAGED_BY, MANAGED_BY
+from ..quota_controller import QuotaController, register_quota
 from .context import OperatorContext
 from .reconcile import cancel_hosted, hosted, reconcile, reconcile_uid
 
@@ -48,11 +49,17 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
     """A fresh registry with the operator's handlers (no global state: tests can run several operators)."""
     registry = kopf.OperatorRegistry()
     del settings  # read from the memo at run time
+    # TrainingQuota admission: its startup handler installs the QuotaController as ctx.admit (and ctx.quota),
+    # its watches run admission when capacity frees. Registered first, so that its startup runs first.
+    register_quota(registry)
 
     @kopf.on.startup(registry=registry)
     async def startup(memo: Any, **_: Any) -> None:
         ctx = _ctx(memo)
         ctx.reconcile_cb = lambda uid: reconcile_uid(ctx, uid)
+        if isinstance(ctx.quota, QuotaController) and hasattr(ctx.quota, "requeue_suspended"):
+            # reconcile asks admission again on resume, so a suspended job may give its capacity back
+            ctx.quota.requeue_suspended = True
         ctx.spawn(_resync_loop(ctx), name="resync")
 
     @kopf.on.cleanup(registry=registry)

@@ -83,6 +83,7 @@ class OperatorContext:
     wakeups: dict[str, tuple[datetime, asyncio.TimerHandle]] = field(default_factory=dict)
     reconcile_cb: Callable[[str], Awaitable[None]] | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    quota: Any = None  # the QuotaController, once quota_controller.register_quota's startup installed it
 
     def lock(self, uid: str) -> asyncio.Lock:
         lock = self.locks.get(uid)

@@ -30,6 +30,7 @@ from ..status import (
     status_patch,
 )
 from ..status.derive import parse_time
+from ..status.observed import R_AWAITING_ADMISSION, R_SUSPENDED
 from .context import OperatorContext
 
 logger = logging.getLogger(__name__)
@@ -39,10 +40,13 @@ MIN_REQUEUE_SECONDS = 0.5
 TERMINAL = ("Succeeded", "Failed")
 
 
-def _admitted_before(status: Mapping[str, Any]) -> bool:
-    return any(
-        c.get("type") == "Admitted" and c.get("status") == "True" for c in status.get("conditions") or []
+def _admission_before(status: Mapping[str, Any]) -> tuple[bool, bool]:
+    """(admitted, queued): the Admitted condition is True; the job is Queued with Admitted False."""
+    cond: Mapping[str, Any] = next(
+        (c for c in status.get("conditions") or [] if c.get("type") == "Admitted"), {}
     )
+    admitted = cond.get("status") == "True"
+    return admitted, not admitted and bool(cond) and status.get("phase") == "Queued"
 
 
 def _known_attempts(ctx: OperatorContext, uid: str, status: Mapping[str, Any]) -> int:
@@ -161,14 +165,29 @@ async def _reconcile(ctx: OperatorContext, body: JsonDict) -> None:
         ]
     )
     remote_events = [ev for a in attempts for ev in a.observation.events]
-    admitted: bool | None = True if (_admitted_before(old_status) or attempts) else None
+    admitted_before, queued_before = _admission_before(old_status)
+    # A job resuming from suspend asks the hook again (quota admission may have released its capacity), and
+    # so does one whose resume was queued; a job with attempts but no recorded admission was admitted.
+    resuming = old_status.get("phase") == "Suspended" and not job.spec.run_policy.suspend
+    known = admitted_before or (bool(attempts) and not queued_before)
+    admitted: bool | None = True if (known or terminal) and not resuming else None
     reason = message = ""
     queue_position: int | None = None
     admitted_by: tuple[str, ...] = ()
+    ask_again = False
     if admitted is None and not terminal:
+        observe = getattr(ctx.quota, "observe", None)
+        if (
+            observe is not None
+        ):  # quota admission decides on the body this reconcile acts on, not an older one
+            observe(body)
         decision = await ctx.admit(job, ctx)
         admitted, reason, message = decision.admitted, decision.reason, decision.message
         queue_position, admitted_by = decision.queue_position, tuple(decision.admitted_by)
+        if resuming and not admitted and reason == R_SUSPENDED:
+            # quota admission still counts the job as suspended (its status says so): leave Suspended
+            # first, then ask again at once
+            reason, message, ask_again = R_AWAITING_ADMISSION, "resumed; waiting for admission", True
 
     def observed() -> Observed:
         return Observed(
@@ -208,6 +227,9 @@ async def _reconcile(ctx: OperatorContext, body: JsonDict) -> None:
     if job.spec.engine.kind not in IN_CLUSTER_ENGINES and attempts and action.kind == "wait":
         poll = now + timedelta(seconds=ctx.settings.hosted_poll_seconds)
         wake = poll if wake is None else min(wake, poll)
+    if ask_again:
+        soon = now + timedelta(seconds=MIN_REQUEUE_SECONDS)
+        wake = soon if wake is None else min(wake, soon)
     new = derive_status(job, observed(), now)
     await _write_status(ctx, body, old_status, new)
     _post_events(ctx, body, remote_events)

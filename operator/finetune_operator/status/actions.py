@@ -68,6 +68,8 @@ def next_action(
         if active is not None:
             return Action("cancel_attempt", attempt=active.number, reason="suspended")
         return Action("nothing", reason="suspended")
+    if phase == Phase.QUEUED and active is None:
+        return Action("wait", reason=str(status.get("message") or "waiting for admission"))
     deadline = deadline_at(job, observed, status)
     to_deadline = _seconds(deadline, now) if deadline is not None else None
     if active is not None:

@@ -161,6 +161,13 @@ def decide(job: FinetuneJob, obs: Observed, now: datetime, old: Mapping[str, Any
                 Phase.SUSPENDED, o.R_SUSPENDING, f"stopping attempt {latest.number} after a checkpoint"
             )
         return Decision(Phase.SUSPENDED, o.R_SUSPENDED, "suspended; resumes from the newest checkpoint")
+    if obs.admitted is False and latest is not None and latest.state not in o.ACTIVE_STATES | {o.SUSPENDED}:
+        # earlier attempts ended (suspended, interrupted): resuming waits for admission again
+        return Decision(
+            Phase.QUEUED,
+            obs.admission_reason or o.R_QUOTA_EXCEEDED,
+            obs.admission_message or "waiting for quota",
+        )
     if latest is None or latest.state == o.NONE:
         if obs.admitted is None:
             return Decision(Phase.PENDING, o.R_AWAITING_ADMISSION, "waiting for admission")
