@@ -10,11 +10,16 @@ generated client (gradientai/openapi/client/api/models_api.py and models/*.py):
 
 Every request needs `Authorization: Bearer <token>` and `x-gradient-workspace-id`. Ids are 50 characters,
 as the SDK's models require. Faults: `fail_next(route, status, times)`, a wrong token -> 401.
+
+    python -m tests.fakes.fake_gradient --port 8012 --token T --workspace-id W   # for `finetune local` runs
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
+import signal
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -66,7 +71,7 @@ class FakeGradient:
         app.router.add_post("/api/models/{id}/fine-tune", self._fine_tune)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
         server: Any = site._server
         self.port = int(server.sockets[0].getsockname()[1])
@@ -174,3 +179,36 @@ def _err(status: int, kind: str, message: str) -> web.Response:
     return web.Response(
         status=status, content_type="application/json", text=json.dumps({"type": kind, "message": message})
     )
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with FakeGradient(token=args.token, workspace_id=args.workspace_id, port=args.port) as fake:
+        print(f"fake Gradient API listening on {fake.host}", flush=True)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.fakes.fake_gradient",
+        description="A fake Gradient models API (adapters, fine-tune steps) on 127.0.0.1.",
+    )
+    parser.add_argument("--port", type=int, default=8012, help="port to listen on (default 8012)")
+    parser.add_argument(
+        "--token",
+        default="gradient-test-token",
+        help="the bearer token to require (default gradient-test-token)",
+    )
+    parser.add_argument(
+        "--workspace-id", default="ws-test", help="the x-gradient-workspace-id to require (default ws-test)"
+    )
+    args = parser.parse_args(argv)
+    asyncio.run(_serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -8,12 +8,17 @@ A job advances validating_files -> queued -> running -> succeeded by one state p
 (`polls_per_state`), adding events, metrics and checkpoints. Fault injection: `fail_next(...)`
 (any status, optional Retry-After, n times, per route), `wrong key -> 401`, `remote_failure`, and
 `refuse_new_jobs` (the provider's own message). `created_jobs` counts creations (restart tests).
+
+    python -m tests.fakes.fake_openai --port 8011 --api-key K   # for `finetune local` runs
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import itertools
 import json
+import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,7 +93,7 @@ class FakeOpenAI:
         r.add_post("/v1/fine_tuning/jobs/{id}/cancel", self._cancel)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
         self.port = _bound_port(site)
         return self
@@ -393,3 +398,34 @@ def _error(
         content_type="application/json",
         text=json.dumps({"error": {"message": message, "type": kind, "param": param, "code": code}}),
     )
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with FakeOpenAI(api_key=args.api_key, polls_per_state=args.polls_per_state, port=args.port) as fake:
+        print(f"fake OpenAI fine-tuning API listening on {fake.base_url}", flush=True)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.fakes.fake_openai",
+        description="A fake OpenAI fine-tuning API (files, fine_tuning/jobs) on 127.0.0.1.",
+    )
+    parser.add_argument("--port", type=int, default=8011, help="port to listen on (default 8011)")
+    parser.add_argument(
+        "--api-key", default="test-key-not-real", help="the bearer key to require (default test-key-not-real)"
+    )
+    parser.add_argument(
+        "--polls-per-state", type=int, default=1, help="GETs of a job per state change (default 1)"
+    )
+    args = parser.parse_args(argv)
+    asyncio.run(_serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
