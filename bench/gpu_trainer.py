@@ -147,46 +147,44 @@ def reference(method: str, model_path: str, train: dict[str, Any], val: dict[str
 
 # ---------------------------------------------------------------- (b) ours
 def ours(model_path: str, data: Path, batch: int, lr: float, work: Path) -> dict[str, Any]:
-    from finetune_operator.api.finetunejob import FinetuneJobSpec
-    from finetune_operator.api.trainerconfig import JobRef, TrainerConfig
-    from finetune_trainer.steps import run
+    """Our engine: finetune_trainer's SentenceTransformersRunner (prepare, evaluate, train, evaluate) with
+    its CUDA settings; the same calls steps.run makes, without the data-generation imports of steps.run."""
+    from finetune_operator.api.finetunejob import SentenceTransformersEngine
+    from finetune_trainer.checkpoints import StopFlag
+    from finetune_trainer.context import TrainContext
+    from finetune_trainer.data import load_dataset, validate_dataset
+    from finetune_trainer.engine_st import SentenceTransformersRunner
+    from finetune_trainer.progress import JsonlSink, Reporter
 
     out = work / f"ours-{batch}"
-    spec = FinetuneJobSpec.model_validate(
-        {
-            "engine": {
-                "sentenceTransformers": {
-                    "model": model_path,
-                    "batchSize": batch,
-                    "epochs": 1,
-                    "learningRate": lr,
-                    "evaluationSteps": 0,
-                }
-            },
-            "dataset": {"train": {"pvc": {"claimName": "local", "path": "train.json"}}},
-            "output": {"storageUri": "pvc://local/bench"},
-        }
+    out.mkdir(parents=True, exist_ok=True)
+    spec = SentenceTransformersEngine.model_validate(
+        {"model": model_path, "batchSize": batch, "epochs": 1, "learningRate": lr, "evaluationSteps": 0}
     )
-    cfg = TrainerConfig(
-        job=JobRef(namespace="bench", name=f"gpu-{batch}"),
-        spec=spec,
-        train=str(data / "train.json"),
-        validation=str(data / "val.json"),
-        output_dir=str(out),
-        output_uri=str(out),
-        result_path=None,
+    train, val = load_dataset(str(data / "train.json")), load_dataset(str(data / "val.json"))
+    validate_dataset(train, "train")
+    validate_dataset(val, "validation")
+    ctx = TrainContext(
+        train=train,
+        validation=val,
+        work_dir=out,
+        reporter=Reporter([JsonlSink(out / "progress.jsonl")], 5.0),
+        stop=StopFlag(),
+        seed=42,
     )
-    rc = run(cfg)
-    res = json.loads((out / "result.json").read_text())
-    if rc != 0:
-        raise RuntimeError(f"steps.run exit {rc}: {res}")
+    runner = SentenceTransformersRunner(ctx, spec)
+    runner.prepare()
+    runner.model.float()  # the carried checkpoint is fp16; start from fp32 weights like the reference
+    before = runner.evaluate(trained=False)
+    outcome = runner.train()
+    after = runner.evaluate(trained=True)
     return {
         "batchSize": batch,
         "learningRate": lr,
-        "wallSeconds": res["wallSeconds"],
-        "before": res["metrics"]["before"],
-        "after": res["metrics"]["after"],
-        "steps": res["steps"],
+        "wallSeconds": outcome.wall_seconds,
+        "before": before,
+        "after": after,
+        "steps": outcome.steps,
     }
 
 
