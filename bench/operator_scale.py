@@ -56,12 +56,18 @@ def peak_rss_mb(pid: int) -> float:
 async def main(n: int, timeout: float) -> None:
     emu = Emulator(crds=list(all_crds().values()), keep_requests=False)
     requests: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()  # operator requests by verb, resource and subresource
     serve = emu.serve_http
 
     async def counting(raw: Any, parsed: Any) -> Any:
         if raw.query.get("watch") not in ("true", "1"):
             agent = raw.headers.get("User-Agent", "")
-            requests["operator" if agent.startswith(("finetune-operator", "kopf")) else "other"] += 1
+            who = "operator" if agent.startswith(("finetune-operator", "kopf")) else "other"
+            requests[who] += 1
+            if who == "operator":
+                verb = raw.method if parsed.name or raw.method != "GET" else "LIST"
+                sub = f"/{parsed.subresource}" if parsed.subresource else ""
+                kinds[f"{verb} {parsed.plural}{sub}"] += 1
         return await serve(raw, parsed)
 
     emu.serve_http = counting  # type: ignore[method-assign]
@@ -107,6 +113,7 @@ async def main(n: int, timeout: float) -> None:
         )
         await asyncio.sleep(3)  # let the operator start and list
         before = requests["operator"]
+        kinds_before = Counter(kinds)
         t0 = time.monotonic()
         created_at: dict[str, float] = {}
         for i in range(n):
@@ -148,6 +155,8 @@ async def main(n: int, timeout: float) -> None:
     )
     print(f"operator peak RSS: {rss:.0f} MB")
     print(f"API requests per job (operator, non-watch): {used / n:.1f}")
+    for kind, count in sorted((kinds - kinds_before).items(), key=lambda kv: -kv[1]):
+        print(f"  {kind}: {count / n:.2f}")
 
 
 if __name__ == "__main__":

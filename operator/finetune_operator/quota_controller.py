@@ -50,6 +50,7 @@ from .quota import (
     Verdict,
     decide,
     format_time,
+    is_admitted,
     job_view_from_body,
     quota_status,
     quota_view,
@@ -61,6 +62,7 @@ logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 PERSIST_CONCURRENCY = 32
+RELEASE_TRIES = 3  # writes of one release (a 409 re-reads the job and tries again)
 # Rebuild the job cache from a LIST at least this often (repairs a lost watch event; kopf does not report
 # deletions that happened while its watch was reconnecting).
 RELIST_SECONDS = 300.0
@@ -155,6 +157,11 @@ class QuotaController:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pending_change = False
         self._quota_generations: dict[str, Any] = {}
+        # The TrainingQuotas, watch-fed (observe_quota) and refreshed by every LIST of them: while it holds
+        # none, admission is immediate and costs no request (nothing to write, nothing to list).
+        self.quotas = JobCache()
+        self._quotas_listed_at = -math.inf
+        self._quotas_lock = asyncio.Lock()  # concurrent first admissions share one LIST
         kube.register("priorityclasses", "scheduling.k8s.io", "v1", False)
 
     # --- wiring ---------------------------------------------------------------------------------------
@@ -193,6 +200,8 @@ class QuotaController:
                 message=f"handed to Kueue (LocalQueue {job.spec.run_policy.queue_name}); "
                 "the trainer Job starts suspended until Kueue admits it",
             )
+        if await self.no_quota():
+            return hook.AdmissionDecision(admitted=True, reason="Admitted", message="no TrainingQuota exists")
         uid = job.metadata.uid or ""
         if self.cache.synced and uid not in self.cache:  # not seen on the watch yet: read it once
             fresh = await self.kube.get_or_none("finetunejobs", job.metadata.namespace, job.metadata.name)
@@ -206,6 +215,31 @@ class QuotaController:
                 message="the job is not visible to quota admission yet",
             )
         return to_hook_decision(decision)
+
+    async def no_quota(self) -> bool:
+        """Whether no TrainingQuota exists (from the watch-fed view; one LIST when it is unsynced or older
+        than ``relist_seconds``)."""
+
+        def stale() -> bool:
+            return not self.quotas.synced or time.monotonic() - self._quotas_listed_at >= self.relist_seconds
+
+        if stale():
+            async with self._quotas_lock:
+                if stale():
+                    await self.list_quotas()
+        return len(self.quotas) == 0
+
+    async def list_quotas(self) -> list[JsonDict]:
+        """LIST the TrainingQuotas and rebuild the quota view from them."""
+        started = time.monotonic()
+        data = await self.kube.request("GET", "list", "trainingquotas", None)
+        items: list[JsonDict] = list(data.get("items") or [])
+        self.quotas.replace(items, resource_version(data))
+        self._quotas_listed_at = started
+        return items
+
+    def _known_no_quota(self) -> bool:
+        return self.quotas.synced and len(self.quotas) == 0
 
     async def decide(self, job_uid: str) -> AdmissionDecision | None:
         """The admission decision of one job, from a pass that started after this call."""
@@ -232,7 +266,12 @@ class QuotaController:
             self._specs.pop(uid, None)
             self._views.pop(uid, None)
             self._granted.pop(uid, None)
-        if old is not None and holds_capacity(old) and (deleted or not holds_capacity(body)):
+        if (
+            old is not None
+            and holds_capacity(old)
+            and (deleted or not holds_capacity(body))
+            and not self._known_no_quota()  # no quota: nobody waits for capacity
+        ):
             self.capacity_changed()
 
     async def relist(self) -> None:
@@ -257,6 +296,7 @@ class QuotaController:
         """Feed a TrainingQuota watch event; schedules a pass when its spec changed (not its status)."""
         meta = body.get("metadata") or {}
         name = str(meta.get("name") or "")
+        self.quotas.apply(body, deleted)
         seen = self._quota_generations.pop(name, None) if deleted else self._quota_generations.get(name)
         if not deleted:
             self._quota_generations[name] = meta.get("generation")
@@ -312,7 +352,7 @@ class QuotaController:
         if not self.cache.synced or time.monotonic() - self._listed_at >= self.relist_seconds:
             await self.relist()
         quotas_raw, ns_raw, pcs_raw = await asyncio.gather(
-            self.kube.list("trainingquotas"),
+            self.list_quotas(),
             self._list_optional("namespaces"),
             self._list_optional("priorityclasses"),
         )
@@ -433,21 +473,30 @@ class QuotaController:
     async def _release(self, result: AdmissionResult, bodies: Mapping[str, Mapping[str, Any]]) -> None:
         """Withdraw the admission of suspended jobs, so that resuming them queues them again."""
         for uid in result.releases:
-            meta = bodies[uid]["metadata"]
-            patch = {
-                "metadata": {
-                    "resourceVersion": meta["resourceVersion"],
-                    "annotations": {ADMITTED_AT: None, ADMITTED_BY: None},
+            body: Mapping[str, Any] | None = bodies[uid]
+            # a 409 (the job changed: a status write, the resume itself) re-reads it and tries again while
+            # it is still suspended with the annotation; a lost release would count it as admitted later
+            for _ in range(RELEASE_TRIES):
+                if body is None or not _releasable(body):
+                    break
+                meta = body["metadata"]
+                patch = {
+                    "metadata": {
+                        "resourceVersion": meta["resourceVersion"],
+                        "annotations": {ADMITTED_AT: None, ADMITTED_BY: None},
+                    }
                 }
-            }
-            try:
-                self.cache.apply(
-                    await self.kube.patch("finetunejobs", meta.get("namespace"), meta["name"], patch)
-                )
-            except Conflict:
-                await self._refresh(bodies[uid])
-            except NotFound:
-                self.cache.apply(bodies[uid], deleted=True)
+                try:
+                    self.cache.apply(
+                        await self.kube.patch("finetunejobs", meta.get("namespace"), meta["name"], patch)
+                    )
+                    break
+                except Conflict:
+                    await self._refresh(body)
+                    body = self.cache.get(uid)
+                except NotFound:
+                    self.cache.apply(body, deleted=True)
+                    break
 
     async def _write_quota_status(
         self, quotas: list[TrainingQuota], result: AdmissionResult, now: datetime
@@ -489,11 +538,20 @@ def holds_capacity(body: Mapping[str, Any]) -> bool:
     meta = body.get("metadata") or {}
     status = body.get("status") or {}
     return (
-        bool((meta.get("annotations") or {}).get(ADMITTED_AT))
+        is_admitted(body)
         and not meta.get("deletionTimestamp")
         and status.get("phase") not in ("Succeeded", "Failed", "Suspended")
         and not ((body.get("spec") or {}).get("runPolicy") or {}).get("suspend")
     )
+
+
+def _releasable(body: Mapping[str, Any]) -> bool:
+    """Suspended (spec or phase) and still carrying the admission annotation."""
+    meta = body.get("metadata") or {}
+    suspended = (body.get("status") or {}).get("phase") == "Suspended" or bool(
+        ((body.get("spec") or {}).get("runPolicy") or {}).get("suspend")
+    )
+    return suspended and bool((meta.get("annotations") or {}).get(ADMITTED_AT))
 
 
 def _drop_admissions(result: AdmissionResult, uids: set[str]) -> AdmissionResult:

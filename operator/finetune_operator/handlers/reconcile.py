@@ -40,13 +40,15 @@ MIN_REQUEUE_SECONDS = 0.5
 TERMINAL = ("Succeeded", "Failed")
 
 
-def _admission_before(status: Mapping[str, Any]) -> tuple[bool, bool]:
-    """(admitted, queued): the Admitted condition is True; the job is Queued with Admitted False."""
+def _admission_before(status: Mapping[str, Any]) -> tuple[bool, bool, str]:
+    """(admitted, queued, message): the Admitted condition is True; the job is Queued with Admitted
+    False; the condition's message (kept while the admission stands, so that it causes no patch)."""
     cond: Mapping[str, Any] = next(
         (c for c in status.get("conditions") or [] if c.get("type") == "Admitted"), {}
     )
     admitted = cond.get("status") == "True"
-    return admitted, not admitted and bool(cond) and status.get("phase") == "Queued"
+    queued = not admitted and bool(cond) and status.get("phase") == "Queued"
+    return admitted, queued, str(cond.get("message") or "") if admitted else ""
 
 
 def _known_attempts(ctx: OperatorContext, uid: str, status: Mapping[str, Any]) -> int:
@@ -165,13 +167,13 @@ async def _reconcile(ctx: OperatorContext, body: JsonDict) -> None:
         ]
     )
     remote_events = [ev for a in attempts for ev in a.observation.events]
-    admitted_before, queued_before = _admission_before(old_status)
+    admitted_before, queued_before, admitted_message = _admission_before(old_status)
     # A job resuming from suspend asks the hook again (quota admission may have released its capacity), and
     # so does one whose resume was queued; a job with attempts but no recorded admission was admitted.
     resuming = old_status.get("phase") == "Suspended" and not job.spec.run_policy.suspend
     known = admitted_before or (bool(attempts) and not queued_before)
     admitted: bool | None = True if (known or terminal) and not resuming else None
-    reason = message = ""
+    reason, message = "", admitted_message if admitted else ""
     queue_position: int | None = None
     admitted_by: tuple[str, ...] = ()
     ask_again = False
@@ -255,7 +257,36 @@ async def _write_status(ctx: OperatorContext, body: JsonDict, old: JsonDict, new
         updated = await ctx.kube.patch_status("finetunejobs", meta.get("namespace"), meta["name"], patch)
         ctx.cache.put_job(updated)
     ctx.metrics.set_phase(uid, new.get("phase"))
-    _post_events(ctx, body, events_for_transition(old, new))
+    _post_events(ctx, body, phase_events(old, new))
+
+
+def phase_events(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """The Events of a status change, kept to phase transitions (one API write each).
+
+    Of :func:`events_for_transition`'s list: the phase event only when the phase changed (a Warning, such
+    as a new failure reason, always); ``AttemptFailed`` always; the first attempt's ``AttemptStarted`` is
+    folded into the phase event of the same change (reason AttemptStarted, both messages), a retry's is
+    posted on its own.
+    """
+    phase_changed = old.get("phase") != new.get("phase")
+    attempts = int(new.get("attempts") or 0)
+    out: list[tuple[str, str, str]] = []
+    started: tuple[str, str, str] | None = None
+    for etype, reason, message in events_for_transition(old, new):
+        if reason == "AttemptStarted":
+            started = (etype, reason, message)
+        elif reason == "AttemptFailed" or etype == "Warning" or phase_changed:
+            out.append((etype, reason, message))
+    if started is not None:
+        first_phase_event = next(
+            (i for i, e in enumerate(out) if e[1] != "AttemptFailed" and e[0] == "Normal"), None
+        )
+        if phase_changed and first_phase_event is not None and attempts <= 1:
+            _, _, message = out[first_phase_event]
+            out[first_phase_event] = ("Normal", "AttemptStarted", f"{started[2]}: {message}")
+        elif attempts > 1 or phase_changed:
+            out.append(started)
+    return out
 
 
 def _post_events(ctx: OperatorContext, body: JsonDict, events: list[tuple[str, str, str]]) -> None:

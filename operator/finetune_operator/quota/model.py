@@ -29,7 +29,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 class JobView:
     """What admission needs to know about one FinetuneJob.
 
-    ``admitted`` is the persisted admission (the ``finetune.dev/admitted-at`` annotation).
+    ``admitted`` is the persisted admission (see :func:`is_admitted`: the ``finetune.dev/admitted-at``
+    annotation, or the Admitted condition of a job admitted while no quota applied).
     ``token_time`` is when ``trained_tokens`` count in a rolling window (completion time of a finished
     job; ``None`` for a running one, which counts at ``now``). ``run_start`` / ``run_end`` bound the
     time the job held its GPUs (for GPU-hour budgets; ``run_end`` None means still running).
@@ -137,6 +138,30 @@ def format_time(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def is_admitted(body: Mapping[str, Any]) -> bool:
+    """Whether a FinetuneJob body records an admission that holds capacity while the job is unfinished.
+
+    Either the ``finetune.dev/admitted-at`` annotation a quota pass wrote, or, for a job that is not
+    suspended, an ``Admitted=True`` condition: a job admitted while no TrainingQuota applied carries no
+    annotation (admission wrote nothing), but it is running and must count once a quota appears. A
+    suspended job counts only through the annotation, so that releasing it (removing the annotation)
+    makes a resume ask admission again.
+    """
+    meta: Mapping[str, Any] = body.get("metadata") or {}
+    if (meta.get("annotations") or {}).get(ADMITTED_AT):
+        return True
+    status: Mapping[str, Any] = body.get("status") or {}
+    if status.get("phase") == Phase.SUSPENDED or ((body.get("spec") or {}).get("runPolicy") or {}).get(
+        "suspend"
+    ):
+        return False
+    return any(
+        c.get("type") == "Admitted" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+        if isinstance(c, Mapping)
+    )
+
+
 def job_view(
     job: FinetuneJob,
     *,
@@ -212,7 +237,7 @@ def job_view_from_body(
         priority=resolve_priority(
             spec.placement.priority_class_name, priority_classes or {}, default_priority
         ),
-        admitted=admitted_at is not None,
+        admitted=is_admitted(body),
         admitted_at=admitted_at,
         finished=finished,
         suspended=suspended,
