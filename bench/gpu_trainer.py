@@ -123,7 +123,8 @@ def _mfu(flops: float, wall: float, peak: float | None) -> float | None:
 
 # ---------------------------------------------------------------- (a) reference
 def reference(method: str, model_path: str, train: dict[str, Any], val: dict[str, Any]) -> dict[str, Any]:
-    from sentence_transformers import InputExample, losses
+    from sentence_transformers import InputExample
+    from sentence_transformers.sentence_transformer import losses
     from torch.utils.data import DataLoader
 
     model = _load_fp32(model_path)
@@ -191,7 +192,7 @@ def ours(model_path: str, data: Path, batch: int, lr: float, work: Path) -> dict
 def _warmup(model_path: str, train: dict[str, Any]) -> None:
     """CUDA context, cuBLAS handles and kernels warmed before anything is timed."""
     import torch
-    from sentence_transformers import losses
+    from sentence_transformers.sentence_transformer import losses
 
     model = _load_fp32(model_path)
     loss = losses.MultipleNegativesRankingLoss(model)
