@@ -196,6 +196,21 @@ def test_succeeded_status_carries_result() -> None:
     assert s["startTime"] == iso(T0) and s["completionTime"] == iso(T0 + timedelta(minutes=3))
 
 
+def test_generate_only_job_has_no_model() -> None:
+    result = {
+        "status": "succeeded",
+        "generateOnly": True,
+        "dataset": {"trainUri": "pvc://models/out/ns/demo/dataset/train.json", "trainQueries": 40},
+    }
+    obs = Observed(
+        admitted=True, attempts=(att(1, "succeeded", T0, T0 + timedelta(minutes=1), result=result),)
+    )
+    s = derive_status(make_job(), obs, T0 + timedelta(minutes=2))
+    assert s["phase"] == "Succeeded"
+    assert "model" not in s
+    assert s["dataset"]["trainUri"].endswith("dataset/train.json")
+
+
 def test_invalid_spec_from_raw_body() -> None:
     body = {"metadata": {"name": "bad", "generation": 2}, "spec": {"engine": {}}}
     try:

@@ -119,6 +119,10 @@ def derive_metrics(result: Mapping[str, Any] | None, trained_tokens: int | None)
 
 def derive_model(job: FinetuneJob, result: Mapping[str, Any] | None, succeeded: bool) -> ModelRef | None:
     res = camel(result or {})
+    if res.get("generateOnly"):
+        return (
+            None  # the job stopped after dataset generation: there is no model (status.dataset has the data)
+        )
     nested = camel(res["model"]) if isinstance(res.get("model"), Mapping) else {}
     merged = {**res, **nested}
     storage = _first(merged, "storageUri", "modelUri", "modelDir", "modelPath")
