@@ -373,7 +373,9 @@ def derive_status(job: FinetuneJob | Mapping[str, Any], observed: Observed, now:
         progress=derive_progress([trainer_progress, latest.observation.progress if latest else None]),
         checkpoints=ckpts,  # type: ignore[arg-type]
         metrics=derive_metrics(result, tokens) or old.get("metrics"),
-        model=(derive_model(job, result, dec.phase == Phase.SUCCEEDED) if result else None)
+        model=None
+        if result and result.get("generateOnly")  # stopped after generating the dataset: no model
+        else (derive_model(job, result, dec.phase == Phase.SUCCEEDED) if result else None)
         or old.get("model")
         or derive_model(job, None, dec.phase == Phase.SUCCEEDED),
         dataset=derive_dataset(result) or old.get("dataset"),
