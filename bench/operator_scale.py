@@ -17,6 +17,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,6 +28,7 @@ from finetune_operator.local.controllers import FakeKubelet
 from finetune_operator.local.emulator import Emulator
 from finetune_operator.local.semantics import Selector
 
+PROGRESS_SECONDS = 15.0
 RESULT = json.dumps(
     {"status": "succeeded", "metrics": {"before": {"mrrAt10": 0.5}, "after": {"mrrAt10": 0.6}}}
 )
@@ -80,11 +82,13 @@ async def main(n: int, timeout: float) -> None:
             "FINETUNE_HEALTH_PORT": "0",
             "FINETUNE_RESYNC_PERIOD_SECONDS": "300",
         }
+        # the operator's log goes to a file: a pipe nobody reads fills up and blocks the operator
+        log = tempfile.NamedTemporaryFile(prefix="operator-scale-", suffix=".log", delete=False)  # noqa: SIM115
         proc = subprocess.Popen(
             [sys.executable, "-m", "finetune_operator.cli", "operator", "-n", "default"],
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=log,
         )
         kubelet = FakeKubelet(emu)
         watcher = emu.store.watch(emu.store.resolve("", "v1", "pods"), Selector(), None)
@@ -123,22 +127,40 @@ async def main(n: int, timeout: float) -> None:
         t_created = time.monotonic() - t0
         job_seen: dict[str, float] = {}
         all_jobs = all_done = None
+        scanned = 0
+        next_progress = t0 + PROGRESS_SECONDS
         while time.monotonic() - t0 < timeout:
-            for rec in emu.history:
+            history = emu.history
+            for rec in history[scanned:]:
                 if rec.plural == "jobs" and rec.verb == "create" and rec.name not in job_seen:
                     job_seen[rec.name] = rec.timestamp
+            scanned = len(history)
             if all_jobs is None and len(job_seen) >= n:
                 all_jobs = max(job_seen.values()) - t0
             phases = Counter((o.get("status") or {}).get("phase") for o in emu.store.list("finetunejobs"))
             if phases.get("Succeeded", 0) >= n:
                 all_done = time.monotonic() - t0
                 break
+            if time.monotonic() >= next_progress:  # partial numbers, in case the run is cut short
+                next_progress += PROGRESS_SECONDS
+                print(
+                    f"[{time.monotonic() - t0:.0f}s] trainer Jobs {len(job_seen)}/{n},"
+                    f" Succeeded {phases.get('Succeeded', 0)}/{n},"
+                    f" operator requests {requests['operator'] - before}",
+                    flush=True,
+                )
             await asyncio.sleep(0.5)
         await asyncio.sleep(2)
         used = requests["operator"] - before
         rss = peak_rss_mb(proc.pid)
         proc.terminate()
         proc.wait(30)
+        log.close()
+        warnings = Counter(
+            line.split(" ", 3)[-1][:80]
+            for line in Path(log.name).read_text(errors="replace").splitlines()
+            if " WARNING " in line or " ERROR " in line
+        )
         driver.cancel()
         lat = sorted(job_seen[k] - created_at[k] for k in job_seen if k in created_at)
     p = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000) if lat else (lambda q: float("nan"))
@@ -157,6 +179,9 @@ async def main(n: int, timeout: float) -> None:
     print(f"API requests per job (operator, non-watch): {used / n:.1f}")
     for kind, count in sorted((kinds - kinds_before).items(), key=lambda kv: -kv[1]):
         print(f"  {kind}: {count / n:.2f}")
+    print(f"operator log: {log.name} ({sum(warnings.values())} warning/error lines)")
+    for line, count in warnings.most_common(5):
+        print(f"  {count}x {line}")
 
 
 if __name__ == "__main__":

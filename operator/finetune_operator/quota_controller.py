@@ -248,6 +248,9 @@ class QuotaController:
         if granted is not None:  # persisted by an earlier pass (the annotation is the record)
             return granted
         async with self._lock:
+            # this call answers for the job: a grant stored by a pass that ran while it waited (and that
+            # answers it below) must not be handed out again later (say, on a resume after a release)
+            self._granted.pop(job_uid, None)
             if self._result is not None and self._result_id > ticket and job_uid in self._result.decisions:
                 return self._result.decisions[job_uid]
             result = await self._run_pass(skip_wake=job_uid)
@@ -473,6 +476,7 @@ class QuotaController:
     async def _release(self, result: AdmissionResult, bodies: Mapping[str, Mapping[str, Any]]) -> None:
         """Withdraw the admission of suspended jobs, so that resuming them queues them again."""
         for uid in result.releases:
+            self._granted.pop(uid, None)
             body: Mapping[str, Any] | None = bodies[uid]
             # a 409 (the job changed: a status write, the resume itself) re-reads it and tries again while
             # it is still suspended with the annotation; a lost release would count it as admitted later

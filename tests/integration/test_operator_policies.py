@@ -150,9 +150,15 @@ async def test_trainer_progress_through_status_subresource(
     assert status["progress"]["step"] == 30
 
 
+# Generous waits: this test runs two operator-driven jobs through suspend/resume and is slow under load.
+RESUME_WAIT = 30.0
+
+
+@pytest.mark.timeout(180)
 async def test_resume_asks_quota_admission_again(cluster: Any, operator_factory: Any, kubelet: Any) -> None:
     """A 1-job TrainingQuota: suspending A frees its slot for B; resuming A queues it behind B (admission is
     asked again on resume), and A resumes once B finished."""
+    wait = RESUME_WAIT
     await operator_factory()
     await data_config_map(cluster)
     await cluster.create(
@@ -164,31 +170,47 @@ async def test_resume_asks_quota_admission_again(cluster: Any, operator_factory:
         }
     )
     await cluster.create(st_job("a"))
-    pod_a = await wait_pod(cluster, 1, name="a")
+    pod_a = await wait_pod(cluster, 1, name="a", timeout=wait)
     await kubelet.run(pod_a)
-    await wait_phase(cluster, "Running", name="a")
+    await wait_phase(cluster, "Running", name="a", timeout=wait)
     await cluster.create(st_job("b"))
-    await wait_phase(cluster, "Queued", name="b")
+    await wait_phase(cluster, "Queued", name="b", timeout=wait)
     await cluster.patch("finetunejobs", NS, "a", {"spec": {"runPolicy": {"suspend": True}}})
-    await wait_phase(cluster, "Suspended", name="a")
-    pod_b = await wait_pod(cluster, 1, name="b")  # a's slot went to b
+    await wait_phase(cluster, "Suspended", name="a", timeout=wait)
+    pod_b = await wait_pod(cluster, 1, name="b", timeout=wait)  # a's slot went to b
     await kubelet.run(pod_b)
-    await wait_phase(cluster, "Running", name="b")
+    await wait_phase(cluster, "Running", name="b", timeout=wait)
     await cluster.patch("finetunejobs", NS, "a", {"spec": {"runPolicy": {"suspend": False}}})
 
-    def admission_of_a() -> Any:
+    def queued_behind_b() -> Any:
+        """A's status once it is queued again: phase Queued, Admitted False for QuotaExceeded."""
         status = status_of(cluster, "a")
-        return next((c for c in status.get("conditions") or [] if c["type"] == "Admitted"), None)
+        cond = next((c for c in status.get("conditions") or [] if c["type"] == "Admitted"), {})
+        queued = status.get("phase") == "Queued" and (cond.get("status"), cond.get("reason")) == (
+            "False",
+            "QuotaExceeded",
+        )
+        return status if queued else None
 
-    await eventually(lambda: (admission_of_a() or {}).get("reason") == "QuotaExceeded")
-    assert status_of(cluster, "a")["phase"] == "Queued" and admission_of_a()["status"] == "False"
+    await eventually(queued_behind_b, timeout=wait)
     await asyncio.sleep(1.5)  # resyncs pass: nothing starts for a while b holds the slot
     assert created(cluster, "jobs") == ["a-a1", "b-a1"]
+    assert queued_behind_b() is not None
     await kubelet.succeed(pod_b, message=result_json("b"))
-    await wait_phase(cluster, "Succeeded", name="b")
-    pod_a2 = await wait_pod(cluster, 1, name="a")  # the attempt resumes (a new Job of the same attempt)
-    assert pod_a2["metadata"]["uid"] != pod_a["metadata"]["uid"]
+    await wait_phase(cluster, "Succeeded", name="b", timeout=wait)
+
+    def new_pod_of_a() -> Any:  # the attempt resumes: a new Job of the same attempt, so a new pod
+        pods = [
+            p
+            for p in cluster.store.list("pods", NS)
+            if (p["metadata"].get("labels") or {}).get("job-name") == "a-a1"
+            and p["metadata"]["uid"] != pod_a["metadata"]["uid"]
+            and not p["metadata"].get("deletionTimestamp")
+        ]
+        return pods[0] if pods else None
+
+    pod_a2 = await eventually(new_pod_of_a, timeout=wait)
     await kubelet.run(pod_a2)
     await kubelet.succeed(pod_a2, message=result_json("a"))
-    status = await wait_phase(cluster, "Succeeded", name="a")
+    status = await wait_phase(cluster, "Succeeded", name="a", timeout=wait)
     assert status.get("failedAttempts", 0) == 0 and created(cluster, "jobs") == ["a-a1", "b-a1", "a-a1"]
