@@ -9,6 +9,9 @@ InputExample pairs, DataLoader(batch 16), MultipleNegativesRankingLoss, fp32, wa
 legacy loop (`old_fit`, what `fit` was when LlamaIndex wrote its engine). (b) our engine through
 finetune_trainer's steps.run (SentenceTransformersRunner with its CUDA settings) at several batch sizes.
 Prints pairs/s, the ratio, MRR@10 before/after and model FLOP utilisation (6 x params x tokens / time / peak).
+Time is the training loop only on both sides (LoopTimer: the Trainer's first callback to its last optimizer
+step; setup before and saves after excluded; `old_fit` has no Trainer, so its whole call without the final
+save); callSeconds is the whole `fit` call vs the whole SentenceTransformersRunner.train() call.
 """
 
 from __future__ import annotations
@@ -121,6 +124,53 @@ def _mfu(flops: float, wall: float, peak: float | None) -> float | None:
     return round(flops / wall / peak * 100, 4) if peak and wall > 0 else None
 
 
+class LoopTimer:
+    """Times the training loop only, the same way on both sides: from the Trainer's on_train_begin to the
+    on_step_end of its last optimizer step, with a device sync at both ends. Trainer construction,
+    optimizer/accelerate setup before the loop, the end-of-training checkpoint and the model save after the
+    last step fall outside. Installed by wrapping SentenceTransformerTrainer.__init__, which both the
+    reference's `fit` and our engine construct."""
+
+    def __init__(self) -> None:
+        self.start: float | None = None
+        self.end: float | None = None
+        self.steps = 0
+
+    @property
+    def seconds(self) -> float | None:
+        return self.end - self.start if self.start is not None and self.end is not None else None
+
+    def __enter__(self) -> LoopTimer:
+        from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
+        from transformers import TrainerCallback
+
+        timer = self
+
+        class _Cb(TrainerCallback):  # type: ignore[misc]
+            def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+                _sync()
+                timer.start = time.perf_counter()
+
+            def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+                if state.global_step >= state.max_steps:
+                    _sync()
+                    timer.end = time.perf_counter()
+                    timer.steps = int(state.global_step)
+
+        self._cls = SentenceTransformerTrainer
+        self._orig = orig = SentenceTransformerTrainer.__init__
+
+        def init(trainer: Any, *a: Any, **kw: Any) -> None:
+            orig(trainer, *a, **kw)
+            trainer.add_callback(_Cb())
+
+        SentenceTransformerTrainer.__init__ = init  # type: ignore[method-assign,assignment]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._cls.__init__ = self._orig  # type: ignore[method-assign]
+
+
 # ---------------------------------------------------------------- (a) reference
 def reference(method: str, model_path: str, train: dict[str, Any], val: dict[str, Any]) -> dict[str, Any]:
     from sentence_transformers import InputExample
@@ -135,15 +185,26 @@ def reference(method: str, model_path: str, train: dict[str, Any], val: dict[str
     warmup = int(len(loader) * 1 * 0.1)
     out = tempfile.mkdtemp(prefix="ref-")
     kw: dict[str, Any] = {"epochs": 1, "warmup_steps": warmup, "output_path": out, "show_progress_bar": False}
+    if method == "old_fit":
+        kw["output_path"] = None  # no Trainer here to time the loop alone: leave the final save out instead
     _sync()
     t0 = time.perf_counter()
-    if method == "fit":
-        model.fit(train_objectives=[(loader, loss)], evaluation_steps=0, **kw)
-    else:
-        model.old_fit(train_objectives=[(loader, loss)], evaluation_steps=0, **kw)
+    with LoopTimer() as timer:
+        if method == "fit":
+            model.fit(train_objectives=[(loader, loss)], evaluation_steps=0, **kw)
+        else:
+            model.old_fit(train_objectives=[(loader, loss)], evaluation_steps=0, **kw)
     _sync()
-    wall = time.perf_counter() - t0
-    return {"method": method, "wallSeconds": wall, "before": before, "after": _metrics(model, val)}
+    call = time.perf_counter() - t0
+    return {
+        "method": method,
+        "wallSeconds": timer.seconds or call,
+        "loopTimed": timer.seconds is not None,
+        "callSeconds": call,
+        "steps": timer.steps or len(loader),
+        "before": before,
+        "after": _metrics(model, val),
+    }
 
 
 # ---------------------------------------------------------------- (b) ours
@@ -177,12 +238,20 @@ def ours(model_path: str, data: Path, batch: int, lr: float, work: Path) -> dict
     runner.prepare()
     runner.model.float()  # the carried checkpoint is fp16; start from fp32 weights like the reference
     before = runner.evaluate(trained=False)
-    outcome = runner.train()
+    _sync()
+    t0 = time.perf_counter()
+    with LoopTimer() as timer:
+        outcome = runner.train()
+    _sync()
+    call = time.perf_counter() - t0
     after = runner.evaluate(trained=True)
     return {
         "batchSize": batch,
         "learningRate": lr,
-        "wallSeconds": outcome.wall_seconds,
+        "wallSeconds": timer.seconds or call,
+        "loopTimed": timer.seconds is not None,
+        "callSeconds": call,
+        "trainerTrainSeconds": outcome.wall_seconds,
         "before": before,
         "after": after,
         "steps": outcome.steps,
@@ -254,6 +323,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
 
     def finish(r: dict[str, Any], bf16: bool) -> dict[str, Any]:
         r["pairsPerSecond"] = round(len(pairs) / r["wallSeconds"], 1)
+        r["callPairsPerSecond"] = round(len(pairs) / r["callSeconds"], 1)
         r["tflops"] = round(flops / r["wallSeconds"] / 1e12, 3)
         r["mfuVsBf16PeakPct"] = _mfu(flops, r["wallSeconds"], peak[0] if peak else None)
         r["mfuVsOwnPrecisionPeakPct"] = _mfu(
@@ -279,6 +349,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         ref = doc["reference"][0]
         for r in doc["ours"]:
             r["speedupVsReference"] = round(r["pairsPerSecond"] / ref["pairsPerSecond"], 2)
+            r["callSpeedupVsReference"] = round(r["callPairsPerSecond"] / ref["callPairsPerSecond"], 2)
             r["mrrAfterMinusReference"] = round(r["after"]["mrrAt10"] - ref["after"]["mrrAt10"], 4)
     return doc
 
