@@ -45,8 +45,18 @@ PEAKS = {
     "H200": (989e12, 67e12, 495e12),
     "A100": (312e12, 19.5e12, 156e12),
 }
-# (batch size, learning rate) runs of our engine; 1 epoch like the reference
-SWEEP = [(16, 2e-5), (64, 5e-5), (128, 1e-4), (256, 2e-4), (512, 3e-4), (1024, 5e-4)]
+# (batch size, learning rate, precision) runs of our engine; 1 epoch like the reference. The fp32 rows
+# (TF32 matmuls, no autocast) measure what bf16 autocast costs in a launch-bound loop.
+SWEEP = [
+    (16, 2e-5, "auto"),
+    (64, 5e-5, "auto"),
+    (128, 1e-4, "auto"),
+    (256, 2e-4, "auto"),
+    (512, 3e-4, "auto"),
+    (1024, 5e-4, "auto"),
+    (16, 2e-5, "fp32"),
+    (512, 3e-4, "fp32"),
+]
 
 
 def prepare(out: Path) -> None:
@@ -208,7 +218,9 @@ def reference(method: str, model_path: str, train: dict[str, Any], val: dict[str
 
 
 # ---------------------------------------------------------------- (b) ours
-def ours(model_path: str, data: Path, batch: int, lr: float, work: Path) -> dict[str, Any]:
+def ours(
+    model_path: str, data: Path, batch: int, lr: float, work: Path, precision: str = "auto"
+) -> dict[str, Any]:
     """Our engine: finetune_trainer's SentenceTransformersRunner (prepare, evaluate, train, evaluate) with
     its CUDA settings; the same calls steps.run makes, without the data-generation imports of steps.run."""
     from finetune_operator.api.finetunejob import SentenceTransformersEngine
@@ -218,10 +230,17 @@ def ours(model_path: str, data: Path, batch: int, lr: float, work: Path) -> dict
     from finetune_trainer.engine_st import SentenceTransformersRunner
     from finetune_trainer.progress import JsonlSink, Reporter
 
-    out = work / f"ours-{batch}"
+    out = work / f"ours-{batch}-{precision}"
     out.mkdir(parents=True, exist_ok=True)
     spec = SentenceTransformersEngine.model_validate(
-        {"model": model_path, "batchSize": batch, "epochs": 1, "learningRate": lr, "evaluationSteps": 0}
+        {
+            "model": model_path,
+            "batchSize": batch,
+            "epochs": 1,
+            "learningRate": lr,
+            "evaluationSteps": 0,
+            "precision": precision,
+        }
     )
     train, val = load_dataset(str(data / "train.json")), load_dataset(str(data / "val.json"))
     validate_dataset(train, "train")
@@ -248,6 +267,7 @@ def ours(model_path: str, data: Path, batch: int, lr: float, work: Path) -> dict
     return {
         "batchSize": batch,
         "learningRate": lr,
+        "precision": precision,
         "wallSeconds": timer.seconds or call,
         "loopTimed": timer.seconds is not None,
         "callSeconds": call,
@@ -338,12 +358,14 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         except Exception:
             doc["errors"].append({f"reference {method}": traceback.format_exc()[-1500:]})
         print(json.dumps(doc["reference"][-1:] or doc["errors"][-1:])[:600], file=sys.stderr, flush=True)
-    sweep = SWEEP[:2] if args.smoke else SWEEP
-    for batch, lr in sweep:
+    sweep = [SWEEP[0], SWEEP[-1]] if args.smoke else SWEEP
+    for batch, lr, precision in sweep:
         try:
-            doc["ours"].append(finish(ours(model_path, data, batch, lr, work), cuda))
+            doc["ours"].append(
+                finish(ours(model_path, data, batch, lr, work, precision), cuda and precision != "fp32")
+            )
         except Exception:
-            doc["errors"].append({f"ours batch {batch}": traceback.format_exc()[-1500:]})
+            doc["errors"].append({f"ours batch {batch} {precision}": traceback.format_exc()[-1500:]})
         print(json.dumps(doc["ours"][-1:] or doc["errors"][-1:])[:600], file=sys.stderr, flush=True)
     if doc["reference"] and doc["ours"]:
         ref = doc["reference"][0]
