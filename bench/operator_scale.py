@@ -107,6 +107,21 @@ async def main(n: int, timeout: float) -> None:
                     await kubelet.succeed(pod, message=RESULT)
 
         driver = asyncio.create_task(drive())
+        # the jobs' phases, from a watch (listing every job each poll would copy them all)
+        phase_of: dict[str, str | None] = {}
+        job_watch = emu.store.watch(
+            emu.store.resolve("finetune.dev", "v1alpha1", "finetunejobs"), Selector(), None
+        )
+
+        async def track() -> None:
+            while (event := await job_watch.queue.get()) is not None:
+                name = event["object"]["metadata"]["name"]
+                if event["type"] == "DELETED":
+                    phase_of.pop(name, None)
+                else:
+                    phase_of[name] = (event["object"].get("status") or {}).get("phase")
+
+        tracker = asyncio.create_task(track())
         await emu.create(
             {
                 "apiVersion": "v1",
@@ -137,7 +152,7 @@ async def main(n: int, timeout: float) -> None:
             scanned = len(history)
             if all_jobs is None and len(job_seen) >= n:
                 all_jobs = max(job_seen.values()) - t0
-            phases = Counter((o.get("status") or {}).get("phase") for o in emu.store.list("finetunejobs"))
+            phases = Counter(phase_of.values())
             if phases.get("Succeeded", 0) >= n:
                 all_done = time.monotonic() - t0
                 break
@@ -162,8 +177,12 @@ async def main(n: int, timeout: float) -> None:
             if " WARNING " in line or " ERROR " in line
         )
         driver.cancel()
+        tracker.cancel()
         lat = sorted(job_seen[k] - created_at[k] for k in job_seen if k in created_at)
-    p = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000) if lat else (lambda q: float("nan"))
+
+    def p(q: float) -> float:
+        return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else float("nan")
+
     print(f"jobs: {n} (created in {t_created:.1f}s)")
     print(
         f"time until every job has its trainer Job: {all_jobs:.1f}s" if all_jobs else "not all Jobs created"

@@ -113,19 +113,17 @@ class GarbageCollector(_Controller):
 
     def _check_dangling(self, obj: JsonDict) -> None:
         for ref in obj.get("metadata", {}).get("ownerReferences") or []:
-            if self.emu.store.by_uid(str(ref.get("uid"))) is None:
+            if not self.emu.store.has_uid(str(ref.get("uid"))):
                 self._release(obj, str(ref.get("uid")), orphan=False)
                 return
 
     def _collect(self, uid: str, *, orphan: bool) -> None:
-        for obj in self.emu.store.all_objects():
-            refs = obj.get("metadata", {}).get("ownerReferences") or []
-            if any(ref.get("uid") == uid for ref in refs):
-                self._release(obj, uid, orphan=orphan)
+        for obj in self.emu.store.dependents(uid):
+            self._release(obj, uid, orphan=orphan)
 
     def _release(self, obj: JsonDict, uid: str, *, orphan: bool) -> None:
         refs = obj["metadata"].get("ownerReferences") or []
-        alive = [ref for ref in refs if ref.get("uid") != uid and self.emu.store.by_uid(str(ref.get("uid")))]
+        alive = [ref for ref in refs if ref.get("uid") != uid and self.emu.store.has_uid(str(ref.get("uid")))]
         if orphan or alive:
             self._call("PATCH", obj, {"metadata": {"ownerReferences": alive or None}})
         elif not obj["metadata"].get("deletionTimestamp"):
@@ -242,8 +240,11 @@ class JobController(_Controller):
             return
         pods = [
             pod
-            for pod in store.list("pods", namespace)
-            if any(
+            for pod in sorted(  # the pods of this Job (an index, not a scan), in list order
+                store.dependents(uid, store.resolve("", "v1", "pods")), key=lambda p: p["metadata"]["name"]
+            )
+            if pod["metadata"].get("namespace") == namespace
+            and any(
                 ref.get("uid") == uid and ref.get("controller")
                 for ref in pod["metadata"].get("ownerReferences") or []
             )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime
+import pickle
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -336,17 +337,36 @@ class Selector:
 # --- patches ------------------------------------------------------------------------------------
 
 
+def clone(value: Any) -> Any:
+    """A deep copy of API data, the same as :func:`copy.deepcopy` (types and shared parts kept), made by
+    a pickle round trip: several times faster for the nested dicts and lists of API objects."""
+    if value is None or type(value) in (str, int, float, bool):
+        return value
+    try:
+        return pickle.loads(pickle.dumps(value, pickle.HIGHEST_PROTOCOL))  # our own bytes
+    except Exception:  # not picklable: copy.deepcopy knows more ways
+        return copy.deepcopy(value)
+
+
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch (returns a new value, never mutates the inputs)."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result: JsonDict = copy.deepcopy(target) if isinstance(target, dict) else {}
+        return clone(patch)
+    return merge_patch_into(clone(target) if isinstance(target, dict) else {}, patch)
+
+
+def merge_patch_into(target: JsonDict, patch: JsonDict) -> JsonDict:
+    """:func:`merge_patch` of a dict ``patch`` that updates ``target`` in place (a private copy) and
+    returns it; ``patch`` is never mutated nor shared."""
     for key, value in patch.items():
         if value is None:
-            result.pop(key, None)
+            target.pop(key, None)
+        elif isinstance(value, dict):
+            current = target.get(key)
+            target[key] = merge_patch_into(current if isinstance(current, dict) else {}, value)
         else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
+            target[key] = clone(value)
+    return target
 
 
 class JsonPatchError(Exception):

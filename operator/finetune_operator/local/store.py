@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import builtins
 import collections
-import copy
 import dataclasses
 import datetime
+import pickle
 import random
 import time
 import uuid
@@ -25,9 +25,10 @@ from finetune_operator.local.semantics import (
     ResourceDef,
     Selector,
     builtin_resources,
+    clone,
     generated_suffix,
     json_patch,
-    merge_patch,
+    merge_patch_into,
     now_rfc3339,
     parse_rfc3339,
     resources_from_crd,
@@ -95,7 +96,7 @@ class Watcher:
             kind = "ADDED"
         elif kind == "MODIFIED" and old_ok and not new_ok:
             kind = "DELETED"  # left the selection: the old state with the new resourceVersion
-            obj = copy.deepcopy(event.old or obj)
+            obj = clone(event.old or obj)
             obj.setdefault("metadata", {})["resourceVersion"] = str(event.rv)
         elif not new_ok:
             return
@@ -123,6 +124,10 @@ class ObjectStore:
         self._defs: dict[tuple[str, str, str], ResourceDef] = {}
         self._objects: dict[tuple[str, str], dict[tuple[str, str], JsonDict]] = {}
         self._uids: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {}
+        # owner uid -> its dependents (storage key, object key), in the order their references appeared:
+        # the garbage collector and the Job controller find dependents without scanning every object
+        self._dependents: dict[str, dict[tuple[tuple[str, str], tuple[str, str]], None]] = {}
+        self._by_name: dict[str, ResourceDef] = {}  # find()'s answers
         self._rv = 0
         self._cache: collections.deque[_Event] = collections.deque(maxlen=watch_cache_size)
         self._watchers: set[Watcher] = set()
@@ -141,6 +146,7 @@ class ObjectStore:
 
     def register(self, rdef: ResourceDef) -> None:
         self._defs[(rdef.group, rdef.version, rdef.plural)] = rdef
+        self._by_name.clear()
         self._objects.setdefault(rdef.storage_key, {})
         for callback in self.on_register:
             callback(rdef)
@@ -157,6 +163,14 @@ class ObjectStore:
 
     def find(self, resource: str) -> ResourceDef:
         """By ``plural`` (the core group wins), ``plural.group`` or ``apiVersion/Kind``."""
+        known = self._by_name.get(resource)
+        if known is not None:
+            return known
+        found = self._find(resource)
+        self._by_name[resource] = found
+        return found
+
+    def _find(self, resource: str) -> ResourceDef:
         for rdef in self._defs.values():
             if resource in (rdef.plural, rdef.qualified) and rdef.group == "":
                 return rdef
@@ -166,10 +180,9 @@ class ObjectStore:
         raise ApiError.no_resource()
 
     def for_kind(self, api_version: str, kind: str) -> ResourceDef:
-        for rdef in self._defs.values():
-            if rdef.api_version == api_version and rdef.kind == kind:
-                return rdef
-        raise ApiError.no_resource()
+        if not api_version or not kind:
+            raise ApiError.no_resource()
+        return self.find(f"{api_version}/{kind}")
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -196,10 +209,30 @@ class ObjectStore:
 
     def by_uid(self, uid: str) -> JsonDict | None:
         where = self._uids.get(uid)
-        return copy.deepcopy(self._objects[where[0]][where[1]]) if where else None
+        return clone(self._objects[where[0]][where[1]]) if where else None
+
+    def has_uid(self, uid: str) -> bool:
+        """Whether an object with that uid exists (no copy)."""
+        return uid in self._uids
+
+    def dependents(self, owner_uid: str, rdef: ResourceDef | None = None) -> builtins.list[JsonDict]:
+        """Deep copies of the objects whose ownerReferences name ``owner_uid`` (of ``rdef`` only if
+        given): by resource as in :meth:`all_objects`, then in the order their references appeared."""
+        order = {skey: i for i, skey in enumerate(self._objects)}
+        found = [
+            where
+            for where in self._dependents.get(owner_uid, {})
+            if rdef is None or where[0] == rdef.storage_key
+        ]
+        found.sort(key=lambda where: order[where[0]])  # stable: reference order within a resource
+        result = []
+        for skey, key in found:
+            obj = self._objects[skey][key]
+            result.append(self._out(rdef, obj) if rdef is not None else clone(obj))
+        return result
 
     def all_objects(self) -> builtins.list[JsonDict]:
-        return [copy.deepcopy(obj) for objs in self._objects.values() for obj in objs.values()]
+        return [clone(obj) for objs in self._objects.values() for obj in objs.values()]
 
     def fetch(self, rdef: ResourceDef, namespace: str | None, name: str) -> JsonDict:
         obj = self._objects[rdef.storage_key].get((namespace or "", name))
@@ -223,7 +256,7 @@ class ObjectStore:
 
     @staticmethod
     def _out(rdef: ResourceDef, obj: JsonDict) -> JsonDict:
-        result = copy.deepcopy(obj)
+        result: JsonDict = clone(obj)
         result["apiVersion"] = rdef.api_version
         return result
 
@@ -284,13 +317,28 @@ class ObjectStore:
         meta = obj.setdefault("metadata", {})
         meta["resourceVersion"] = str(self._rv)
         key = (meta.get("namespace") or "", meta["name"])
+        where = (rdef.storage_key, key)
+        previous = self._objects[rdef.storage_key].get(key)
+        before = _owner_uids(previous) if previous is not None else set()
         if kind == "DELETED":
             self._objects[rdef.storage_key].pop(key, None)
             self._uids.pop(meta.get("uid", ""), None)
+            after: set[str] = set()
         else:
             self._objects[rdef.storage_key][key] = obj
-            self._uids[meta["uid"]] = (rdef.storage_key, key)
-        snapshot = self._out(rdef, obj)
+            self._uids[meta["uid"]] = where
+            after = _owner_uids(obj)
+        for owner in before - after:
+            dependents = self._dependents.get(owner)
+            if dependents is not None:
+                dependents.pop(where, None)
+                if not dependents:
+                    del self._dependents[owner]
+        for owner in after - before:
+            self._dependents.setdefault(owner, {})[where] = None
+        obj_out = {**obj, "apiVersion": rdef.api_version}
+        data = pickle.dumps(obj_out, pickle.HIGHEST_PROTOCOL)
+        snapshot: JsonDict = pickle.loads(data)  # our own bytes
         if self.keep_history:
             self.history.append(
                 HistoryRecord(
@@ -310,7 +358,8 @@ class ObjectStore:
         self._cache.append(event)
         for watcher in list(self._watchers):
             watcher.offer(event)
-        return copy.deepcopy(snapshot)
+        returned: JsonDict = pickle.loads(data)
+        return returned
 
     def _ensure_namespace(self, namespace: str) -> None:
         nsdef = self.resolve("", "v1", "namespaces")
@@ -328,7 +377,7 @@ class ObjectStore:
     def create(self, rdef: ResourceDef, namespace: str | None, body: Any) -> JsonDict:
         if not isinstance(body, dict):
             raise ApiError.bad_request("the body of the request was not a JSON object")
-        obj = copy.deepcopy(body)
+        obj = clone(body)
         meta = obj.setdefault("metadata", {})
         if rdef.namespaced:
             body_ns = meta.get("namespace")
@@ -375,7 +424,7 @@ class ObjectStore:
         if rdef.status_subresource:
             obj.pop("status", None)
             if rdef.initial_status:
-                obj["status"] = copy.deepcopy(dict(rdef.initial_status))
+                obj["status"] = clone(dict(rdef.initial_status))
         result = self._commit("create", "ADDED", rdef, obj, None)
         if rdef.group == "apiextensions.k8s.io" and rdef.plural == "customresourcedefinitions":
             for crd_def in resources_from_crd(obj):
@@ -392,6 +441,20 @@ class ObjectStore:
         *,
         verb: str = "update",
     ) -> JsonDict:
+        return self._replace(rdef, namespace, name, body, subresource, verb=verb, fresh=False)
+
+    def _replace(
+        self,
+        rdef: ResourceDef,
+        namespace: str | None,
+        name: str,
+        body: Any,
+        subresource: str | None,
+        *,
+        verb: str,
+        fresh: bool,
+    ) -> JsonDict:
+        """``fresh``: ``body`` is a private copy that may become the stored object (no copy made)."""
         if not isinstance(body, dict):
             raise ApiError.bad_request("the body of the request was not a JSON object")
         old = self._objects[rdef.storage_key].get((namespace or "", name))
@@ -416,13 +479,13 @@ class ObjectStore:
         if subresource == "status":
             if not rdef.status_subresource:
                 raise ApiError.no_resource()
-            new = copy.deepcopy(old)
+            new = clone(old)
             if "status" in body:
-                new["status"] = copy.deepcopy(body["status"])
+                new["status"] = body["status"] if fresh else clone(body["status"])
             else:
                 new.pop("status", None)
         elif subresource is None:
-            new = copy.deepcopy(body)
+            new = body if fresh else clone(body)
             meta = new.setdefault("metadata", {})
             meta["name"] = name
             if rdef.namespaced:
@@ -431,14 +494,14 @@ class ObjectStore:
                 meta.pop("namespace", None)
             for field in _SERVER_META:
                 if field in old_meta:
-                    meta[field] = copy.deepcopy(old_meta[field])
+                    meta[field] = clone(old_meta[field])
                 else:
                     meta.pop(field, None)
             new["apiVersion"] = rdef.api_version
             new["kind"] = rdef.kind
             if rdef.status_subresource:
                 if "status" in old:
-                    new["status"] = copy.deepcopy(old["status"])
+                    new["status"] = clone(old["status"])
                 else:
                     new.pop("status", None)
             if old_meta.get("deletionTimestamp"):
@@ -457,9 +520,10 @@ class ObjectStore:
         new["metadata"]["resourceVersion"] = old_meta["resourceVersion"]
         if new == old:  # a no-op write: no new resourceVersion, no event (as in the real apiserver)
             return self._out(rdef, old)
-        result = self._commit(verb, "MODIFIED", rdef, new, copy.deepcopy(old), subresource=subresource)
+        # the replaced object leaves the store here: the event may keep it without a copy
+        result = self._commit(verb, "MODIFIED", rdef, new, old, subresource=subresource)
         if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
-            self._commit("delete", "DELETED", rdef, copy.deepcopy(new), copy.deepcopy(new))
+            self._commit("delete", "DELETED", rdef, clone(new), clone(new))
         return result
 
     def patch(
@@ -480,7 +544,7 @@ class ObjectStore:
         if content_type in (MERGE_PATCH, STRATEGIC_PATCH):
             if not isinstance(patch, dict):
                 raise ApiError.bad_request("the body of the request was not a JSON object")
-            new = merge_patch(current, patch)
+            new = merge_patch_into(current, patch)  # current is a private copy
         elif content_type == JSON_PATCH:
             if not isinstance(patch, list):
                 raise ApiError.bad_request("the JSON patch must be a list of operations")
@@ -497,7 +561,7 @@ class ObjectStore:
             )
         if not isinstance(new, dict):
             raise ApiError(422, "Invalid", "the patched object is not a JSON object")
-        return self.replace(rdef, namespace, name, new, subresource, verb="patch")
+        return self._replace(rdef, namespace, name, new, subresource, verb="patch", fresh=True)
 
     def delete(
         self, rdef: ResourceDef, namespace: str | None, name: str, options: JsonDict | None = None
@@ -524,19 +588,19 @@ class ObjectStore:
         if meta.get("finalizers"):
             if meta.get("deletionTimestamp"):
                 return self._out(rdef, old), False
-            new = copy.deepcopy(old)
+            new = clone(old)
             new["metadata"]["deletionTimestamp"] = now_rfc3339()
             new["metadata"]["deletionGracePeriodSeconds"] = 0
             if rdef.has_generation:
                 new["metadata"]["generation"] = int(meta.get("generation", 1)) + 1
-            return self._commit("delete", "MODIFIED", rdef, new, copy.deepcopy(old)), False
+            return self._commit("delete", "MODIFIED", rdef, new, clone(old)), False
         policy = options.get("propagationPolicy")
         result = self._commit(
             "delete",
             "DELETED",
             rdef,
-            copy.deepcopy(old),
-            copy.deepcopy(old),
+            clone(old),
+            clone(old),
             propagation=str(policy) if policy else None,
         )
         return result, True
@@ -559,6 +623,10 @@ class ObjectStore:
             "metadata": {"resourceVersion": self.resource_version},
             "items": items,
         }
+
+
+def _owner_uids(obj: JsonDict) -> set[str]:
+    return {str(ref.get("uid")) for ref in (obj.get("metadata") or {}).get("ownerReferences") or []}
 
 
 def _spec_of(obj: JsonDict, rdef: ResourceDef) -> JsonDict:
