@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..api.finetunejob import FinetuneJob
@@ -34,6 +36,8 @@ _RESOURCES = {
     "ConfigMap": "configmaps",
     "Job": "jobs",
 }
+POD_EVENT_GRACE_SECONDS = 5.0  # how long a finished Job waits for its finished pod's watch event
+AWAITING_PODS_FORGET_SECONDS = 3600.0
 DISRUPTION_REASONS = (
     "Evicted",
     "Preempted",
@@ -209,6 +213,7 @@ class InClusterBackend:
 
     def __init__(self, ctx: OperatorContext) -> None:
         self.ctx = ctx
+        self._awaiting_pods: dict[str, float] = {}  # Job uid -> when it was first seen ended, pods not
 
     async def submit(self, job: FinetuneJob, attempt: int) -> Observation:
         kube, settings = self.ctx.kube, self.ctx.settings
@@ -228,21 +233,46 @@ class InClusterBackend:
             self.ctx.cache.put_child(uid, existing, deleted=False)
         return observe_pods(existing, [])
 
-    async def _pods(self, uid: str, ns: str, tjob: JsonDict) -> list[JsonDict]:
+    async def _pods(self, uid: str, ns: str, tjob: JsonDict) -> tuple[JsonDict, list[JsonDict]]:
+        """The Job (as far as it can be trusted yet) and its pods, from the watch cache where it is
+        consistent enough.
+
+        The cache may lag behind the Job. A running Job whose pods we have not seen yet needs no API read:
+        their watch events are on the way, and each reconciles the job again. Neither does a finished Job
+        whose pods we saw, none finished yet, for up to POD_EVENT_GRACE_SECONDS: the pods' own events are
+        on the way (the Job controller counted them), and until then the Job is observed without its end
+        condition (the result is in the pod's termination message, and a finished status is final); past
+        that, or with no pod seen at all, the pods are read from the API (on every look, until a finished pod
+        is seen or the Job is gone: never back to the cache's view).
+        """
         name = tjob["metadata"]["name"]
+        job_uid = str(tjob["metadata"].get("uid") or "")
         pods = self.ctx.cache.pods_of(uid, name)
         jstatus = tjob.get("status") or {}
         ended = _has_condition(jstatus, "Failed") or _has_condition(jstatus, "Complete")
         done = [p for p in pods if (p.get("status") or {}).get("phase") in ("Succeeded", "Failed")]
-        # the watch cache may lag behind the Job: a finished Job whose finished pod we have not seen yet,
-        # or counted pods we do not have, are read from the API
-        if (ended and not done) or (
-            not pods and (jstatus.get("active") or jstatus.get("failed") or jstatus.get("succeeded"))
-        ):
-            pods = await self.ctx.kube.list("pods", ns, label_selector=f"job-name={name}")
-            for pod in pods:
-                self.ctx.cache.put_child(uid, pod, deleted=False)
-        return pods
+        if not ended or done:
+            self._awaiting_pods.pop(job_uid, None)
+            return tjob, pods
+        clock = time.monotonic()
+        since = self._awaiting_pods.get(job_uid)
+        if since is None:  # (entries of Jobs deleted meanwhile are dropped after a while)
+            for key in [
+                k for k, t in self._awaiting_pods.items() if clock - t > AWAITING_PODS_FORGET_SECONDS
+            ]:
+                del self._awaiting_pods[key]
+            since = self._awaiting_pods[job_uid] = clock
+        if pods and clock - since < POD_EVENT_GRACE_SECONDS:
+            now = datetime.now(UTC)
+            self.ctx.wake_at(uid, now + timedelta(seconds=since + POD_EVENT_GRACE_SECONDS - clock), now)
+            conditions = [
+                c for c in jstatus.get("conditions") or [] if c.get("type") not in ("Failed", "Complete")
+            ]
+            return {**tjob, "status": {**jstatus, "conditions": conditions}}, pods
+        pods = await self.ctx.kube.list("pods", ns, label_selector=f"job-name={name}")
+        for pod in pods:
+            self.ctx.cache.put_child(uid, pod, deleted=False)
+        return tjob, pods
 
     async def observe(self, job: FinetuneJob, attempt: int) -> Observation:
         uid = job.metadata.uid or ""
@@ -255,7 +285,7 @@ class InClusterBackend:
                 self.ctx.cache.put_child(uid, tjob, deleted=False)
         if tjob is None or tjob["metadata"].get("deletionTimestamp"):
             return Observation(state="none")
-        return observe_pods(tjob, await self._pods(uid, ns, tjob))
+        return observe_pods(*await self._pods(uid, ns, tjob))
 
     async def cancel(self, job: FinetuneJob, attempt: int) -> None:
         ns = job.metadata.namespace or "default"

@@ -1,6 +1,7 @@
 """kopf handlers, thin: every trigger ends in the one `reconcile` of a FinetuneJob.
 
-* FinetuneJob resume / create / update -> reconcile; every FinetuneJob watch event refreshes the cache.
+* FinetuneJob watch events refresh the cache; an in-cluster job is reconciled from the event when its essence
+  changed (kopf keeps no diffbase for it), a hosted job from kopf's resume / create / update handlers.
 * Events of owned batch Jobs and Pods (our labels) -> cache, then reconcile the owner.
 * A periodic resync (settings.resync_period_seconds) reconciles every known job: level-based recovery of
   anything a missed event left behind, TTLs after a restart included. It is a plain background loop rather
@@ -36,6 +37,10 @@ def _ctx(memo: Any) -> OperatorContext:
     ctx = memo.ctx
     assert isinstance(ctx, OperatorContext)
     return ctx
+
+
+def _hosted(body: kopf.Body, **_: Any) -> bool:
+    return hosted(body)
 
 
 async def _resync_loop(ctx: OperatorContext) -> None:
@@ -84,12 +89,18 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
     def alive(**_: Any) -> bool:
         return True
 
-    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
+    # Hosted jobs: kopf's resume / create / update handlers, after kopf has put the finalizer on (the
+    # remote run is started only once its cancel on deletion is guaranteed).
+    @kopf.on.resume(GROUP, VERSION, PLURAL, when=_hosted, registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, when=_hosted, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, when=_hosted, registry=registry)
     async def changed(body: kopf.Body, memo: Any, **_: Any) -> None:
         await reconcile(_ctx(memo), dict(body))
 
+    # In-cluster jobs: reconciled from the watch event itself when the job's essence (what kopf's update
+    # handler would react to: spec, labels, annotations) differs from the one last reconciled -- the
+    # first event of a job (created, or listed at start-up) included. kopf stores nothing for them: no
+    # last-handled-configuration annotation, one PATCH per job less.
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def job_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
         ctx = _ctx(memo)
@@ -97,10 +108,12 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
         uid = str(obj.get("metadata", {}).get("uid", ""))
         if event["type"] == "DELETED":
             ctx.forget(uid)
-        else:
-            ctx.cache.put_job(obj)
+            return
+        ctx.cache.put_job(obj)
+        if not hosted(obj) and ctx.essence_changed(uid, obj):
+            await reconcile(ctx, obj)
 
-    @kopf.on.delete(GROUP, VERSION, PLURAL, when=lambda body, **_: hosted(body), registry=registry)
+    @kopf.on.delete(GROUP, VERSION, PLURAL, when=_hosted, registry=registry)
     async def deleted_hosted(body: kopf.Body, memo: Any, **_: Any) -> None:
         ctx = _ctx(memo)
         await asyncio.wait_for(cancel_hosted(ctx, dict(body)), ctx.settings.hosted_cancel_timeout_seconds)

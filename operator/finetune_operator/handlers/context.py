@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from ..backends.registry import BackendRegistry, default_registry
 from ..config import Settings
 from ..kube import JsonDict, KubeClient
 from ..metrics import Metrics
+from ..naming import ANNOTATION_PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +64,26 @@ class ChildCache:
         ]
 
 
+# annotations that are bookkeeping, not intent (as kopf leaves them out of its diffbase essence)
+_BOOKKEEPING_ANNOTATIONS = (
+    f"{ANNOTATION_PREFIX}/last-handled-configuration",
+    "kubectl.kubernetes.io/last-applied-configuration",
+)
+
+
+def essence(body: JsonDict) -> str:
+    """What a change of which calls for a reconcile, as kopf's update handler sees it: everything but
+    apiVersion, kind, metadata and status, plus the labels and the annotations (less bookkeeping ones)."""
+    meta = body.get("metadata") or {}
+    kept = {k: v for k, v in body.items() if k not in ("apiVersion", "kind", "metadata", "status")}
+    annotations = {
+        k: v
+        for k, v in (meta.get("annotations") or {}).items()
+        if k not in _BOOKKEEPING_ANNOTATIONS and not k.startswith("kopf.zalando.org/")
+    }
+    return json.dumps([kept, meta.get("labels") or {}, annotations], sort_keys=True, default=str)
+
+
 def _rv(body: JsonDict) -> int:
     try:
         return int(body.get("metadata", {}).get("resourceVersion") or 0)
@@ -84,6 +106,15 @@ class OperatorContext:
     reconcile_cb: Callable[[str], Awaitable[None]] | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     quota: Any = None  # the QuotaController, once quota_controller.register_quota's startup installed it
+    essences: dict[str, str] = field(default_factory=dict)  # uid -> essence of the body last reconciled
+
+    def essence_changed(self, uid: str, body: JsonDict) -> bool:
+        """Whether the job's essence differs from the one its last reconcile acted on (none yet: True)."""
+        return self.essences.get(uid) != essence(body)
+
+    def reconciling(self, uid: str, body: JsonDict) -> None:
+        """Record the essence of the body a reconcile acts on."""
+        self.essences[uid] = essence(body)
 
     def lock(self, uid: str) -> asyncio.Lock:
         lock = self.locks.get(uid)
@@ -93,6 +124,7 @@ class OperatorContext:
 
     def forget(self, uid: str) -> None:
         self.cache.drop_job(uid)
+        self.essences.pop(uid, None)
         self.locks.pop(uid, None)
         self.cancel_wakeup(uid)
         self.metrics.set_phase(uid, None)

@@ -110,6 +110,7 @@ async def reconcile(ctx: OperatorContext, body: Mapping[str, Any]) -> None:
     started = time.perf_counter()
     async with ctx.lock(uid):
         fresh = ctx.cache.jobs.get(uid, dict(body))
+        ctx.reconciling(uid, fresh)
         try:
             await _reconcile(ctx, fresh)
         except TransientProviderError as exc:  # the provider is busy or unreachable: look again later
