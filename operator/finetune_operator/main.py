@@ -13,9 +13,9 @@ import logging
 import sys
 import threading
 import weakref
-from collections.abc import Collection, Coroutine, Iterator
+from collections.abc import Collection, Coroutine, Iterable, Iterator
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -82,10 +82,40 @@ async def _run_kopf(**kwargs: Any) -> None:
             loop.set_task_factory(previous)
 
 
+# the metadata that kopf's essence keeps (labels, annotations) or its storage keys look at
+_ESSENCE_METADATA = ("name", "namespace", "labels", "annotations", "ownerReferences")
+
+
+class _LeanDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's annotation diffbase storage, its essence built without deep-copying first what kopf's build
+    drops (status, most of metadata): kopf builds one for every watch event of every watched resource,
+    and the status is most of a FinetuneJob. The essence is the same."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
+        if extra_fields:  # a handler that watches status fields: kopf's own way
+            return super().build(body=body, extra_fields=extra_fields)
+        meta = body.get("metadata") or {}
+        lean: dict[str, Any] = {k: v for k, v in body.items() if k not in ("status", "metadata")}
+        lean["metadata"] = {k: meta[k] for k in _ESSENCE_METADATA if k in meta}
+        return super().build(body=kopf.Body(cast(kopf.RawBody, lean)), extra_fields=extra_fields)
+
+
+class _LeanProgressStorage(kopf.AnnotationsProgressStorage):
+    """kopf's annotation progress storage; `clear` works on the essence it is given (kopf calls it only
+    with essences that it has just built or parsed, and uses only the result) instead of a deep copy."""
+
+    def clear(self, *, essence: kopf.BodyEssence) -> kopf.BodyEssence:
+        annotations = essence.get("metadata", {}).get("annotations", {})
+        keys = {key for key in annotations if self.prefix and key.startswith(f"{self.prefix}/")}
+        self.remove_annotations(essence, keys)
+        self.remove_empty_stanzas(essence)
+        return essence
+
+
 def configure_kopf(settings: Settings, kopf_settings: kopf.OperatorSettings) -> None:
     """kopf's own settings: our annotation prefix, no status writes, sensible event posting."""
-    kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
-    kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    kopf_settings.persistence.progress_storage = _LeanProgressStorage(prefix=ANNOTATION_PREFIX)
+    kopf_settings.persistence.diffbase_storage = _LeanDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     kopf_settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"
