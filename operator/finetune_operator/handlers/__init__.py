@@ -124,8 +124,9 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
         owner = (obj.get("metadata", {}).get("labels") or {}).get(LABEL_JOB_UID)
         if not owner:
             return
-        ctx.cache.put_child(owner, obj, deleted=event["type"] == "DELETED")
-        if owner in ctx.cache.jobs:
+        news = ctx.cache.put_child(owner, obj, deleted=event["type"] == "DELETED")
+        # a version the cache had already was put there by the reconcile that acted on it
+        if news and owner in ctx.cache.jobs:
             await reconcile_uid(ctx, owner)
 
     @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY}, registry=registry)

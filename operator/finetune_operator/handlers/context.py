@@ -43,15 +43,21 @@ class ChildCache:
         self.jobs.pop(uid, None)
         self.children.pop(uid, None)
 
-    def put_child(self, owner_uid: str, body: JsonDict, deleted: bool) -> None:
+    def put_child(self, owner_uid: str, body: JsonDict, deleted: bool) -> bool:
+        """Cache a child's state; returns whether it is news (not a version the cache already had, such
+        as the watch event of the Job that this operator created and cached from the response)."""
         key = (str(body.get("kind")), str(body.get("metadata", {}).get("name")))
         bucket = self.children.setdefault(owner_uid, {})
         if deleted:
-            bucket.pop(key, None)
-            return
+            return bucket.pop(key, None) is not None
         old = bucket.get(key)
-        if old is None or old["metadata"].get("uid") != body["metadata"].get("uid") or _rv(body) >= _rv(old):
+        if old is None or old["metadata"].get("uid") != body["metadata"].get("uid"):
             bucket[key] = body
+            return True
+        if _rv(body) >= _rv(old):
+            bucket[key] = body
+            return _rv(body) != _rv(old) or _rv(body) == 0
+        return False
 
     def child(self, owner_uid: str, kind: str, name: str) -> JsonDict | None:
         return self.children.get(owner_uid, {}).get((kind, name))
