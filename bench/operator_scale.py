@@ -48,6 +48,12 @@ def job(i: int) -> dict[str, Any]:
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (load-independent, unlike the wall-clock figures)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -132,6 +138,7 @@ async def main(n: int, timeout: float) -> None:
         )
         await asyncio.sleep(3)  # let the operator start and list
         before = requests["operator"]
+        cpu_before = cpu_seconds(proc.pid), time.process_time()
         kinds_before = Counter(kinds)
         t0 = time.monotonic()
         created_at: dict[str, float] = {}
@@ -168,6 +175,7 @@ async def main(n: int, timeout: float) -> None:
         await asyncio.sleep(2)
         used = requests["operator"] - before
         rss = peak_rss_mb(proc.pid)
+        cpu = cpu_seconds(proc.pid) - cpu_before[0], time.process_time() - cpu_before[1]
         proc.terminate()
         proc.wait(30)
         log.close()
@@ -195,6 +203,10 @@ async def main(n: int, timeout: float) -> None:
         f" (mean {statistics.fmean(lat) * 1000 if lat else float('nan'):.0f} ms)"
     )
     print(f"operator peak RSS: {rss:.0f} MB")
+    print(
+        f"CPU time from the first create: operator {cpu[0]:.1f} s ({cpu[0] / n * 1000:.1f} ms per job),"
+        f" harness (emulated API server, controllers, kubelet) {cpu[1]:.1f} s"
+    )
     print(f"API requests per job (operator, non-watch): {used / n:.1f}")
     for kind, count in sorted((kinds - kinds_before).items(), key=lambda kv: -kv[1]):
         print(f"  {kind}: {count / n:.2f}")
