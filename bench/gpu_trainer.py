@@ -45,18 +45,23 @@ PEAKS = {
     "H200": (989e12, 67e12, 495e12),
     "A100": (312e12, 19.5e12, 156e12),
 }
-# (batch size, learning rate, precision) runs of our engine; 1 epoch like the reference. The fp32 rows
-# (TF32 matmuls, no autocast) measure what bf16 autocast costs in a launch-bound loop.
+# (batch size, learning rate, precision, pre-tokenized) runs of our engine on the 2000 pairs; 1 epoch like
+# the reference. bf16 vs fp32 (TF32 matmuls, no autocast) at each batch size picks what `precision: auto`
+# should be; the 512 row with in-loop tokenization measures what pre-tokenizing saves.
 SWEEP = [
-    (16, 2e-5, "auto"),
-    (64, 5e-5, "auto"),
-    (128, 1e-4, "auto"),
-    (256, 2e-4, "auto"),
-    (512, 3e-4, "auto"),
-    (1024, 5e-4, "auto"),
-    (16, 2e-5, "fp32"),
-    (512, 3e-4, "fp32"),
+    (512, 3e-4, "bf16", True),
+    (512, 3e-4, "fp32", True),
+    (512, 3e-4, "fp32", False),
+    (256, 2e-4, "bf16", True),
+    (256, 2e-4, "fp32", True),
+    (16, 2e-5, "bf16", True),
+    (16, 2e-5, "fp32", True),
 ]
+# the same, on 10x the data (amortised ratio; secondary): reference `fit` and these rows of ours
+SWEEP_10X = [(512, 3e-4, "bf16", True), (512, 3e-4, "fp32", True)]
+# untimed warm-up before anything is timed: one whole reference `fit` and these runs of ours, on the same
+# data and shapes as the timed runs (CUDA modules, cuBLAS handles and plans, allocator pools, optimizer kernels)
+WARMUP_OURS = [(512, 3e-4, "bf16", True), (512, 3e-4, "fp32", True)]
 
 
 def prepare(out: Path) -> None:
@@ -143,12 +148,17 @@ class LoopTimer:
 
     def __init__(self) -> None:
         self.start: float | None = None
+        self.first: float | None = None
         self.end: float | None = None
         self.steps = 0
 
     @property
     def seconds(self) -> float | None:
         return self.end - self.start if self.start is not None and self.end is not None else None
+
+    @property
+    def first_step(self) -> float | None:
+        return self.first - self.start if self.start is not None and self.first is not None else None
 
     def __enter__(self) -> LoopTimer:
         from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
@@ -162,6 +172,9 @@ class LoopTimer:
                 timer.start = time.perf_counter()
 
             def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+                if timer.first is None:  # one extra sync, after the first step: its share of the loop
+                    _sync()
+                    timer.first = time.perf_counter()
                 if state.global_step >= state.max_steps:
                     _sync()
                     timer.end = time.perf_counter()
@@ -210,6 +223,7 @@ def reference(method: str, model_path: str, train: dict[str, Any], val: dict[str
         "method": method,
         "wallSeconds": timer.seconds or call,
         "loopTimed": timer.seconds is not None,
+        "firstStepSeconds": timer.first_step,
         "callSeconds": call,
         "steps": timer.steps or len(loader),
         "before": before,
@@ -219,7 +233,13 @@ def reference(method: str, model_path: str, train: dict[str, Any], val: dict[str
 
 # ---------------------------------------------------------------- (b) ours
 def ours(
-    model_path: str, data: Path, batch: int, lr: float, work: Path, precision: str = "auto"
+    model_path: str,
+    data: Path,
+    batch: int,
+    lr: float,
+    work: Path,
+    precision: str = "auto",
+    pretokenize: bool = True,
 ) -> dict[str, Any]:
     """Our engine: finetune_trainer's SentenceTransformersRunner (prepare, evaluate, train, evaluate) with
     its CUDA settings; the same calls steps.run makes, without the data-generation imports of steps.run."""
@@ -227,10 +247,11 @@ def ours(
     from finetune_trainer.checkpoints import StopFlag
     from finetune_trainer.context import TrainContext
     from finetune_trainer.data import load_dataset, validate_dataset
-    from finetune_trainer.engine_st import SentenceTransformersRunner
+    from finetune_trainer.engine_st import PRETOKENIZE_ENV, SentenceTransformersRunner
     from finetune_trainer.progress import JsonlSink, Reporter
 
-    out = work / f"ours-{batch}-{precision}"
+    os.environ[PRETOKENIZE_ENV] = "1" if pretokenize else "0"
+    out = Path(tempfile.mkdtemp(prefix=f"ours-{batch}-{precision}-", dir=work))
     out.mkdir(parents=True, exist_ok=True)
     spec = SentenceTransformersEngine.model_validate(
         {
@@ -268,8 +289,10 @@ def ours(
         "batchSize": batch,
         "learningRate": lr,
         "precision": precision,
+        "pretokenized": pretokenize,
         "wallSeconds": timer.seconds or call,
         "loopTimed": timer.seconds is not None,
+        "firstStepSeconds": timer.first_step,
         "callSeconds": call,
         "trainerTrainSeconds": outcome.wall_seconds,
         "before": before,
@@ -279,7 +302,7 @@ def ours(
 
 
 def _warmup(model_path: str, train: dict[str, Any]) -> None:
-    """CUDA context, cuBLAS handles and kernels warmed before anything is timed."""
+    """CUDA context, cuBLAS handles and kernels of both precisions, before the warm-up runs."""
     import torch
     from sentence_transformers.sentence_transformer import losses
 
@@ -294,85 +317,118 @@ def _warmup(model_path: str, train: dict[str, Any]) -> None:
     _sync()
 
 
-def run_bench(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
-
-    work = Path(tempfile.mkdtemp(prefix="gpu-bench-"))
-    data = work / "data"
-    pairs_n = 64 if args.smoke else args.pairs
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "make_sample_data.py"),
-            "--bench",
-            str(pairs_n),
-            "--out",
-            str(data),
-        ],
-        check=True,
-        capture_output=True,
-    )
+def _dataset(work: Path, name: str, n: int, model_path: str) -> dict[str, Any]:
+    """A bench set of n pairs (bench/make_sample_data.py) with its real token count and FLOPs per epoch."""
+    data = work / name
+    cmd = [sys.executable, str(ROOT / "bench" / "make_sample_data.py"), "--bench", str(n), "--out", str(data)]
+    subprocess.run(cmd, check=True, capture_output=True)
     train = json.loads((data / "train.json").read_text())
     val = json.loads((data / "val.json").read_text())
-    cuda = torch.cuda.is_available()
-    name = torch.cuda.get_device_name(0) if cuda else "cpu"
-    peak = _peak(name) if cuda else None
-    model_path = str(args.model)
     probe = _load_fp32(model_path)
     n_params = sum(p.numel() for p in probe.parameters())
     pairs = _pairs(train)
     tokens = _tokens(probe, pairs)
     del probe
-    flops = 6.0 * n_params * tokens
-    doc: dict[str, Any] = {
-        "device": name,
-        "torch": torch.__version__,
+    return {
+        "path": data,
+        "train": train,
+        "val": val,
         "pairs": len(pairs),
         "params": n_params,
         "tokens": tokens,
-        "flopsPerEpoch": flops,
+        "flops": 6.0 * n_params * tokens,
+    }
+
+
+def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    work = Path(tempfile.mkdtemp(prefix="gpu-bench-"))
+    model_path = str(args.model)
+    cuda = torch.cuda.is_available()
+    name = torch.cuda.get_device_name(0) if cuda else "cpu"
+    peak = _peak(name) if cuda else None
+    n = 64 if args.smoke else args.pairs
+    sets = {"base": _dataset(work, "data", n, model_path)}
+    if args.tenfold:
+        sets["10x"] = _dataset(work, "data10x", n * (2 if args.smoke else 10), model_path)  # smoke: 2x
+    base = sets["base"]
+    doc: dict[str, Any] = {
+        "device": name,
+        "torch": torch.__version__,
+        "pairs": base["pairs"],
+        "params": base["params"],
+        "tokens": base["tokens"],
+        "flopsPerEpoch": base["flops"],
         "peakFlops": {"bf16": peak[0], "fp32": peak[1], "tf32": peak[2]} if peak else None,
+        "warmup": [],
         "reference": [],
         "ours": [],
         "errors": [],
     }
-    try:
-        _warmup(model_path, train)
-    except Exception:
-        doc["errors"].append({"warmup": traceback.format_exc()[-1500:]})
 
-    def finish(r: dict[str, Any], bf16: bool) -> dict[str, Any]:
-        r["pairsPerSecond"] = round(len(pairs) / r["wallSeconds"], 1)
-        r["callPairsPerSecond"] = round(len(pairs) / r["callSeconds"], 1)
-        r["tflops"] = round(flops / r["wallSeconds"] / 1e12, 3)
-        r["mfuVsBf16PeakPct"] = _mfu(flops, r["wallSeconds"], peak[0] if peak else None)
+    def finish(r: dict[str, Any], bench: dict[str, Any], bf16: bool, set_name: str) -> dict[str, Any]:
+        r["set"], r["pairs"] = set_name, bench["pairs"]
+        r["pairsPerSecond"] = round(bench["pairs"] / r["wallSeconds"], 1)
+        r["callPairsPerSecond"] = round(bench["pairs"] / r["callSeconds"], 1)
+        r["tflops"] = round(bench["flops"] / r["wallSeconds"] / 1e12, 3)
+        r["mfuVsBf16PeakPct"] = _mfu(bench["flops"], r["wallSeconds"], peak[0] if peak else None)
         r["mfuVsOwnPrecisionPeakPct"] = _mfu(
-            flops, r["wallSeconds"], (peak[0] if bf16 else peak[1]) if peak else None
+            bench["flops"], r["wallSeconds"], (peak[0] if bf16 else peak[1]) if peak else None
         )
         r["mrrGain"] = round(r["after"]["mrrAt10"] - r["before"]["mrrAt10"], 4)
         return r
 
-    for method in ("fit", "old_fit"):
+    def attempt(label: str, into: list[dict[str, Any]], fn: Any, *a: Any) -> None:
+        t0 = time.perf_counter()
         try:
-            doc["reference"].append(finish(reference(method, model_path, train, val), False))
+            into.append(fn(*a))
+            tail = into[-1:]
         except Exception:
-            doc["errors"].append({f"reference {method}": traceback.format_exc()[-1500:]})
-        print(json.dumps(doc["reference"][-1:] or doc["errors"][-1:])[:600], file=sys.stderr, flush=True)
-    sweep = [SWEEP[0], SWEEP[-1]] if args.smoke else SWEEP
-    for batch, lr, precision in sweep:
-        try:
-            doc["ours"].append(
-                finish(ours(model_path, data, batch, lr, work, precision), cuda and precision != "fp32")
-            )
-        except Exception:
-            doc["errors"].append({f"ours batch {batch} {precision}": traceback.format_exc()[-1500:]})
-        print(json.dumps(doc["ours"][-1:] or doc["errors"][-1:])[:600], file=sys.stderr, flush=True)
-    if doc["reference"] and doc["ours"]:
-        ref = doc["reference"][0]
-        for r in doc["ours"]:
-            r["speedupVsReference"] = round(r["pairsPerSecond"] / ref["pairsPerSecond"], 2)
-            r["callSpeedupVsReference"] = round(r["callPairsPerSecond"] / ref["callPairsPerSecond"], 2)
-            r["mrrAfterMinusReference"] = round(r["after"]["mrrAt10"] - ref["after"]["mrrAt10"], 4)
+            doc["errors"].append({label: traceback.format_exc()[-1500:]})
+            tail = doc["errors"][-1:]
+        print(
+            f"[{time.perf_counter() - t0:.1f}s] {label}: {json.dumps(tail)[:500]}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def ref(bench: dict[str, Any], set_name: str) -> dict[str, Any]:
+        return finish(reference("fit", model_path, bench["train"], bench["val"]), bench, False, set_name)
+
+    def mine(bench: dict[str, Any], set_name: str, row: tuple[int, float, str, bool]) -> dict[str, Any]:
+        batch, lr, precision, pretok = row
+        r = ours(model_path, bench["path"], batch, lr, work, precision, pretok)
+        return finish(r, bench, cuda and precision != "fp32", set_name)
+
+    try:
+        _warmup(model_path, base["train"])
+    except Exception:
+        doc["errors"].append({"warmup": traceback.format_exc()[-1500:]})
+    sweep = [SWEEP[0], SWEEP[2]] if args.smoke else SWEEP
+    warm = [] if args.smoke else WARMUP_OURS
+    attempt("warm-up reference fit", doc["warmup"], ref, base, "warmup")
+    for row in warm:
+        attempt(f"warm-up ours {row}", doc["warmup"], mine, base, "warmup", row)
+    for _ in range(2 if not args.smoke else 1):
+        attempt("reference fit", doc["reference"], ref, base, "base")
+    for row in sweep:
+        attempt(f"ours {row}", doc["ours"], mine, base, "base", row)
+    if "10x" in sets:
+        attempt("reference fit 10x", doc["reference"], ref, sets["10x"], "10x")
+        for row in SWEEP_10X[:1] if args.smoke else SWEEP_10X:
+            attempt(f"ours 10x {row}", doc["ours"], mine, sets["10x"], "10x", row)
+    for set_name in sets:
+        refs = [r for r in doc["reference"] if r["set"] == set_name]
+        if not refs:
+            continue
+        # against the reference's best (fastest) timed run of that set: the conservative ratio
+        best = max(refs, key=lambda r: r["pairsPerSecond"])
+        best_call = max(refs, key=lambda r: r["callPairsPerSecond"])
+        for r in [x for x in doc["ours"] if x["set"] == set_name]:
+            r["speedupVsReference"] = round(r["pairsPerSecond"] / best["pairsPerSecond"], 2)
+            r["callSpeedupVsReference"] = round(r["callPairsPerSecond"] / best_call["callPairsPerSecond"], 2)
+            r["mrrAfterMinusReference"] = round(r["after"]["mrrAt10"] - best["after"]["mrrAt10"], 4)
     return doc
 
 
@@ -385,6 +441,7 @@ def main() -> None:
     pr.add_argument("--model", type=Path, default=GPU_MODEL / "model")
     pr.add_argument("--pairs", type=int, default=2000)
     pr.add_argument("--smoke", action="store_true", help="Tiny data and two of our runs; works on CPU.")
+    pr.add_argument("--no-tenfold", dest="tenfold", action="store_false", help="Skip the 10x-data rows.")
     pr.add_argument("--out", type=Path, help="Also write gpu_trainer.json here.")
     args = p.parse_args()
     if args.cmd == "prepare":
