@@ -87,17 +87,24 @@ _ESSENCE_METADATA = ("name", "namespace", "labels", "annotations", "ownerReferen
 
 
 class _LeanDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
-    """kopf's annotation diffbase storage, its essence built without deep-copying first what kopf's build
-    drops (status, most of metadata): kopf builds one for every watch event of every watched resource,
-    and the status is most of a FinetuneJob. The essence is the same."""
+    """kopf's annotation diffbase storage, its essence built without deep copies: kopf builds one for
+    every watch event of every watched resource (pods and Jobs included, whose specs are large) by
+    deep-copying the whole body, status included. The essence is the same; its metadata part is kopf's
+    own build (a copy: kopf edits it), the rest is shared with the body (kopf only compares it and writes
+    it as JSON)."""
 
     def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
-        if extra_fields:  # a handler that watches status fields: kopf's own way
+        if extra_fields or self.ignored_fields:  # kopf's own way where it edits more than metadata
             return super().build(body=body, extra_fields=extra_fields)
         meta = body.get("metadata") or {}
-        lean: dict[str, Any] = {k: v for k, v in body.items() if k not in ("status", "metadata")}
-        lean["metadata"] = {k: meta[k] for k in _ESSENCE_METADATA if k in meta}
-        return super().build(body=kopf.Body(cast(kopf.RawBody, lean)), extra_fields=extra_fields)
+        lean = {"kind": body.get("kind"), "metadata": {k: meta[k] for k in _ESSENCE_METADATA if k in meta}}
+        built = super().build(body=kopf.Body(cast(kopf.RawBody, lean)))
+        essence: dict[str, Any] = {
+            k: v for k, v in body.items() if k not in ("apiVersion", "kind", "metadata", "status")
+        }
+        if "metadata" in built:
+            essence["metadata"] = built["metadata"]
+        return cast(kopf.BodyEssence, essence)
 
 
 class _LeanProgressStorage(kopf.AnnotationsProgressStorage):
