@@ -14,7 +14,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from finetune_operator.local.semantics import ApiError, JsonDict, ResourceDef, Selector, now_rfc3339
-from finetune_operator.local.store import Watcher, age_seconds
+from finetune_operator.local.store import age_seconds
+from finetune_operator.local.watching import Watcher
 
 if TYPE_CHECKING:
     from finetune_operator.local.emulator import Emulator

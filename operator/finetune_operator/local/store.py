@@ -6,7 +6,6 @@ Both the HTTP front (:mod:`finetune_operator.local.emulator`) and the in-process
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import collections
 import dataclasses
@@ -34,6 +33,7 @@ from finetune_operator.local.semantics import (
     resources_from_crd,
     valid_name,
 )
+from finetune_operator.local.watching import Watcher, WatchEvent
 
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_PATCH = "application/strategic-merge-patch+json"
@@ -65,51 +65,6 @@ class HistoryRecord:
     subresource: str | None = None
 
 
-@dataclasses.dataclass(frozen=True)
-class _Event:
-    rv: int
-    storage_key: tuple[str, str]
-    type: str
-    object: JsonDict
-    old: JsonDict | None
-    propagation: str | None = None  # DeleteOptions.propagationPolicy of a DELETED event
-
-
-class Watcher:
-    """An unbounded per-watcher queue of watch events; ``None`` in the queue means "closed"."""
-
-    def __init__(self, storage_key: tuple[str, str] | None, selector: Selector) -> None:
-        self.storage_key = storage_key  # None: everything (controllers)
-        self.selector = selector
-        self.queue: asyncio.Queue[JsonDict | None] = asyncio.Queue()
-        self.closed = False
-        self.propagations: dict[str, str] = {}  # uid -> propagationPolicy, for the garbage collector
-
-    def offer(self, event: _Event) -> None:
-        if self.closed or (self.storage_key is not None and event.storage_key != self.storage_key):
-            return
-        new_ok = self.selector.matches(event.object)
-        old_ok = event.old is not None and self.selector.matches(event.old)
-        kind = event.type
-        obj = event.object
-        if kind == "MODIFIED" and not old_ok and new_ok:
-            kind = "ADDED"
-        elif kind == "MODIFIED" and old_ok and not new_ok:
-            kind = "DELETED"  # left the selection: the old state with the new resourceVersion
-            obj = clone(event.old or obj)
-            obj.setdefault("metadata", {})["resourceVersion"] = str(event.rv)
-        elif not new_ok:
-            return
-        if kind == "DELETED" and event.propagation:
-            self.propagations[str(obj.get("metadata", {}).get("uid"))] = event.propagation
-        self.queue.put_nowait({"type": kind, "object": obj})
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.queue.put_nowait(None)
-
-
 class ObjectStore:
     def __init__(
         self,
@@ -129,7 +84,7 @@ class ObjectStore:
         self._dependents: dict[str, dict[tuple[tuple[str, str], tuple[str, str]], None]] = {}
         self._by_name: dict[str, ResourceDef] = {}  # find()'s answers
         self._rv = 0
-        self._cache: collections.deque[_Event] = collections.deque(maxlen=watch_cache_size)
+        self._cache: collections.deque[WatchEvent] = collections.deque(maxlen=watch_cache_size)
         self._watchers: set[Watcher] = set()
         self._random = random.Random(seed)
         self.auto_namespaces = auto_namespaces
@@ -354,7 +309,7 @@ class ObjectStore:
                     subresource=subresource,
                 )
             )
-        event = _Event(self._rv, rdef.storage_key, kind, snapshot, old, propagation)
+        event = WatchEvent(self._rv, rdef.storage_key, kind, snapshot, old, propagation)
         self._cache.append(event)
         for watcher in list(self._watchers):
             watcher.offer(event)
