@@ -85,3 +85,15 @@ def test_build_refuses_a_collator_it_cannot_reproduce(setup: tuple[Any, Any]) ->
 def test_no_cache_for_an_empty_set(setup: tuple[Any, Any], tmp_path: Path) -> None:
     inner, ds = setup
     assert PretokenizedCollator.build(inner, ds.select([])) is None
+
+
+def test_auto_precision_is_fp32_for_small_models_on_cuda() -> None:
+    from finetune_trainer.engine_st import AUTO_FP32_MAX_PARAMS, precision_flags
+
+    fp32 = {"bf16": False, "fp16": False}
+    assert precision_flags("auto", cuda=False, params=10**9) == fp32
+    assert precision_flags("auto", cuda=True, params=22_700_000) == fp32
+    assert precision_flags("auto", cuda=True, params=AUTO_FP32_MAX_PARAMS) == fp32
+    assert precision_flags("bf16", cuda=True, params=22_700_000) == {"bf16": True, "fp16": False}
+    assert precision_flags("fp16", cuda=True, params=22_700_000) == {"bf16": False, "fp16": True}
+    assert precision_flags("fp32", cuda=True, params=10**9) == fp32

@@ -23,14 +23,22 @@ log = logging.getLogger(__name__)
 REQUIRED = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "modules.json")
 
 
-def precision_flags(precision: str, cuda: bool) -> dict[str, bool]:
-    """bf16 on CUDA when supported else fp16; always fp32 on CPU."""
+AUTO_FP32_MAX_PARAMS = 50_000_000  # `auto` on CUDA: fp32 weights + TF32 matmuls up to this size, else bf16
+
+
+def precision_flags(precision: str, cuda: bool, params: int = 0) -> dict[str, bool]:
+    """Mixed-precision flags. CPU: always fp32. CUDA, `auto`: fp32 with TF32 matmuls for small models (up to
+    AUTO_FP32_MAX_PARAMS; measured on an H100 with all-MiniLM-L6-v2: bf16 autocast was 2.6x slower at batch
+    16 and no faster at batch 512, its per-step weight casts cost more than the matmuls save), else bf16 when
+    supported, fp16 otherwise."""
     if not cuda or precision == "fp32":
         return {"bf16": False, "fp16": False}
     if precision == "bf16":
         return {"bf16": True, "fp16": False}
     if precision == "fp16":
         return {"bf16": False, "fp16": True}
+    if 0 < params <= AUTO_FP32_MAX_PARAMS:
+        return {"bf16": False, "fp16": False}
     import torch
 
     bf16 = bool(torch.cuda.is_bf16_supported())
@@ -331,7 +339,7 @@ class SentenceTransformersRunner:
         else:
             loss = losses.MultipleNegativesRankingLoss(self.model)
         evaluate = spec.evaluation_steps > 0 and bool(ctx.validation.queries)
-        flags = precision_flags(spec.precision, cuda)
+        flags = precision_flags(spec.precision, cuda, sum(p.numel() for p in self.model.parameters()))
         pretokenize = pretokenize_enabled(cuda)
         if cuda:
             torch.backends.cuda.matmul.allow_tf32 = True
