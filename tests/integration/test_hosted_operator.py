@@ -120,6 +120,43 @@ async def test_openai_transient_errors_requeue_without_failing(
         assert (sample("finetune_reconcile_errors_total") or 0) == 0  # not the generic error path
 
 
+async def test_deleting_a_running_openai_job_cancels_the_remote_job(
+    cluster: Any, hosted_operator: RunningOperator
+) -> None:
+    async with FakeOpenAI(polls_per_state=1000) as fake:  # stays running until cancelled
+        await _secret(cluster, "openai-key", "apiKey", fake.api_key)
+        await _config_map(cluster, "chat-data", "train.jsonl", GOOD_CHAT)
+        await cluster.create(_openai_job("stop-me", fake.base_url))
+        await eventually(lambda: _status(cluster, "stop-me").get("remoteJobId"), timeout=30)
+        job_id = _status(cluster, "stop-me")["remoteJobId"]
+        await cluster.delete("finetunejobs", NS, "stop-me")
+        await eventually(lambda: cluster.store.get("finetunejobs", NS, "stop-me") is None, timeout=30)
+        assert fake.cancelled == [job_id]
+        assert fake.created_jobs == 1
+
+
+async def test_deletion_never_blocks_forever_on_an_unreachable_provider(
+    cluster: Any, operator_factory: Callable[..., Awaitable[RunningOperator]]
+) -> None:
+    await operator_factory(hosted_cancel_timeout_seconds=0.5, hosted_poll_seconds=0.2)
+    async with FakeOpenAI(polls_per_state=1000) as fake:
+        await _secret(cluster, "openai-key", "apiKey", fake.api_key)
+        await _config_map(cluster, "chat-data", "train.jsonl", GOOD_CHAT)
+        await cluster.create(_openai_job("orphan", fake.base_url))
+        await eventually(lambda: _status(cluster, "orphan").get("remoteJobId"), timeout=30)
+        fake.fail_next("POST /v1/fine_tuning/jobs/{id}/cancel", 503, times=100)
+        fake.fail_next("GET /v1/fine_tuning/jobs/{id}", 503, times=100)
+        fake.fail_next("GET /v1/fine_tuning/jobs", 503, times=100)
+        await cluster.delete("finetunejobs", NS, "orphan")
+        # bounded: 3 tries of (0.5 s timeout + 0.2 s delay), plus kopf's own pacing
+        await eventually(lambda: cluster.store.get("finetunejobs", NS, "orphan") is None, timeout=30)
+        reasons = [
+            e["reason"] for e in cluster.store.list("events", NS) if e["involvedObject"]["name"] == "orphan"
+        ]
+        assert "RemoteCancelFailed" in reasons
+        assert fake.cancelled == []
+
+
 async def test_openai_refusal_fails_with_provider_message(
     cluster: Any, hosted_operator: RunningOperator
 ) -> None:

@@ -26,9 +26,11 @@ from ..kube import Connection
 from ..naming import LABEL_JOB_UID, LABEL_MANAGED_BY, MANAGED_BY
 from ..quota_controller import QuotaController, register_quota
 from .context import OperatorContext
-from .reconcile import cancel_hosted, hosted, reconcile, reconcile_uid
+from .reconcile import cancel_hosted, hosted, post_event, reconcile, reconcile_uid
 
 logger = logging.getLogger(__name__)
+
+CANCEL_TRIES = 3  # remote cancel attempts on deletion of a hosted job before the finalizer is released
 
 __all__ = ["OperatorContext", "build_registry"]
 
@@ -114,9 +116,26 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
             await reconcile(ctx, obj)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, when=_hosted, registry=registry)
-    async def deleted_hosted(body: kopf.Body, memo: Any, **_: Any) -> None:
+    async def deleted_hosted(body: kopf.Body, memo: Any, retry: int, **_: Any) -> None:
+        # Deletion waits for the remote cancel, but never forever: CANCEL_TRIES bounded tries, then a
+        # Warning Event and the finalizer is released (the FinetuneJob goes away).
         ctx = _ctx(memo)
-        await asyncio.wait_for(cancel_hosted(ctx, dict(body)), ctx.settings.hosted_cancel_timeout_seconds)
+        try:
+            await asyncio.wait_for(cancel_hosted(ctx, dict(body)), ctx.settings.hosted_cancel_timeout_seconds)
+        except Exception as exc:
+            detail = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"[:300]
+            if retry + 1 < CANCEL_TRIES:
+                raise kopf.TemporaryError(
+                    f"remote cancel failed ({detail})", delay=ctx.settings.hosted_poll_seconds
+                ) from None
+            await post_event(
+                ctx,
+                dict(body),
+                "Warning",
+                "RemoteCancelFailed",
+                f"could not cancel the remote job after {CANCEL_TRIES} tries ({detail}); the FinetuneJob is "
+                "released anyway: cancel the job at the provider if it still runs",
+            )
 
     async def child_event(event: kopf.RawEvent, memo: Any) -> None:
         ctx = _ctx(memo)
