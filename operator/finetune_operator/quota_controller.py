@@ -34,6 +34,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
 from . import admission as hook
+from .aio import spawn_logged
 from .api.errors import SpecError, parse_quota
 from .api.finetunejob import FinetuneJob, FinetuneJobSpec
 from .api.trainingquota import TrainingQuota
@@ -524,17 +525,7 @@ class QuotaController:
         self._timer = asyncio.get_running_loop().call_later(delay, self.capacity_changed)
 
     def _spawn(self, coro: Awaitable[Any], name: str) -> None:
-        async def _run() -> None:
-            try:
-                await coro
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("quota background task %s failed", name)
-
-        task = asyncio.get_running_loop().create_task(_run(), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        spawn_logged(self._tasks, coro, name, logger)
 
 
 def holds_capacity(body: Mapping[str, Any]) -> bool:

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from ..admission import AdmitFn, admit
+from ..aio import spawn_logged
 from ..backends.registry import BackendRegistry, default_registry
 from ..config import Settings
 from ..kube import JsonDict, KubeClient
@@ -136,17 +137,7 @@ class OperatorContext:
         self.metrics.set_phase(uid, None)
 
     def spawn(self, coro: Awaitable[Any], name: str) -> None:
-        async def _run() -> None:
-            try:
-                await coro
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("background %s failed", name)
-
-        task = asyncio.get_running_loop().create_task(_run(), name=name)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        spawn_logged(self.tasks, coro, name, logger)
 
     def wake_at(self, uid: str, when: datetime, now: datetime) -> None:
         """Reconcile the job at `when` (keeps only the earliest pending wake-up per job)."""
