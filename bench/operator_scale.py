@@ -61,7 +61,7 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def main(n: int, timeout: float) -> None:
+async def main(n: int, timeout: float, rate: float = 0.0) -> None:
     emu = Emulator(crds=list(all_crds().values()), keep_requests=False)
     requests: Counter[str] = Counter()
     kinds: Counter[str] = Counter()  # operator requests by verb, resource and subresource
@@ -146,6 +146,8 @@ async def main(n: int, timeout: float) -> None:
             body = job(i)
             await emu.create(body)
             created_at[f"{body['metadata']['name']}-a1"] = time.monotonic()
+            if rate > 0:  # a steady arrival rate instead of one burst
+                await asyncio.sleep(max(0.0, t0 + (i + 1) / rate - time.monotonic()))
         t_created = time.monotonic() - t0
         job_seen: dict[str, float] = {}
         all_jobs = all_done = None
@@ -191,7 +193,8 @@ async def main(n: int, timeout: float) -> None:
     def p(q: float) -> float:
         return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else float("nan")
 
-    print(f"jobs: {n} (created in {t_created:.1f}s)")
+    arrival = f"{rate:g} jobs/s" if rate > 0 else "one burst"
+    print(f"jobs: {n} (created in {t_created:.1f}s, {arrival})")
     print(
         f"time until every job has its trainer Job: {all_jobs:.1f}s" if all_jobs else "not all Jobs created"
     )
@@ -219,5 +222,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="create jobs at this many per second (default: all at once)"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.jobs, args.timeout))
+    asyncio.run(main(args.jobs, args.timeout, args.rate))
