@@ -93,6 +93,16 @@ def observe_pods(tjob: JsonDict | None, pods: list[JsonDict]) -> Observation:
     if tjob is None:
         return Observation(state="none")
     jstatus = tjob.get("status") or {}
+    phases = {(p.get("status") or {}).get("phase") for p in pods}
+    if (tjob.get("spec") or {}).get("suspend") and not phases & {"Running", "Succeeded", "Failed"}:
+        # Only Kueue suspends a trainer Job (the operator's own suspend deletes it): not admitted yet.
+        queue = ((tjob.get("metadata") or {}).get("labels") or {}).get("kueue.x-k8s.io/queue-name", "")
+        return Observation(
+            state="suspended",
+            reason="QueuedInKueue",
+            message=f"trainer Job {tjob.get('metadata', {}).get('name')} waits for Kueue admission"
+            + (f" in queue {queue}" if queue else ""),
+        )
     ordered = sorted(pods, key=lambda p: str(p.get("metadata", {}).get("creationTimestamp", "")))
     started = jstatus.get("startTime")
     for pod in ordered:

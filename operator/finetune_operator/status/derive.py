@@ -179,11 +179,11 @@ def decide(job: FinetuneJob, obs: Observed, now: datetime, old: Mapping[str, Any
             )
         n = latest.number if latest is not None else 1
         return Decision(Phase.PENDING, o.R_TRAINER_STARTING, f"starting attempt {n}")
-    if latest.state == o.SUSPENDED:
+    if latest.state == o.SUSPENDED:  # the trainer Job is held by Kueue
         return Decision(
             Phase.QUEUED,
-            obs.admission_reason or o.R_QUEUED_IN_KUEUE,
-            obs.admission_message or f"attempt {latest.number} waits for Kueue admission",
+            latest.observation.reason or o.R_QUEUED_IN_KUEUE,
+            latest.observation.message or f"attempt {latest.number} waits for Kueue admission",
         )
     if latest.state == o.PENDING:
         return Decision(
@@ -254,6 +254,8 @@ def _conditions(
             gen,
             old_conds,
         )
+    elif dec.reason == o.R_QUEUED_IN_KUEUE:  # admission is Kueue's: its workload is not admitted yet
+        admitted = cond("Admitted", False)
     elif obs.admitted is False or phase == Phase.QUEUED:
         admitted = cond("Admitted", False, obs.admission_reason or reason, obs.admission_message or msg)
     elif obs.admitted or obs.started_attempts > 0:
