@@ -123,7 +123,7 @@ def kubelet(cluster: Any) -> Any:
     return FakeKubelet(cluster)
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+async def eventually(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
     """Poll `check` (sync or async) until it returns something truthy; return it."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

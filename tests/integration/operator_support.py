@@ -53,12 +53,12 @@ def status_of(emu: Emulator, name: str = "ft") -> dict[str, Any]:
     return dict(obj.get("status") or {})
 
 
-async def wait_phase(emu: Emulator, phase: str, name: str = "ft", timeout: float = 10.0) -> dict[str, Any]:
+async def wait_phase(emu: Emulator, phase: str, name: str = "ft", timeout: float = 30.0) -> dict[str, Any]:
     await eventually(lambda: status_of(emu, name).get("phase") == phase, timeout=timeout)
     return status_of(emu, name)
 
 
-async def wait_pod(emu: Emulator, attempt: int, name: str = "ft", timeout: float = 10.0) -> dict[str, Any]:
+async def wait_pod(emu: Emulator, attempt: int, name: str = "ft", timeout: float = 30.0) -> dict[str, Any]:
     """The pod of a trainer attempt, once the Job controller created it."""
 
     def find() -> dict[str, Any] | None:
