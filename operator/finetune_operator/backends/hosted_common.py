@@ -38,7 +38,7 @@ _REFUSAL = re.compile(
 )
 
 
-def utcnow() -> datetime:
+def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
@@ -180,7 +180,7 @@ def retry_after_seconds(headers: Any) -> float | None:
         from email.utils import parsedate_to_datetime
 
         try:
-            return max(0.0, (parsedate_to_datetime(value) - utcnow()).total_seconds())
+            return max(0.0, (parsedate_to_datetime(value) - now_utc()).total_seconds())
         except (TypeError, ValueError):
             return None
 
@@ -214,7 +214,7 @@ class HostedContext:
 
     read_secret: ReadSecret
     read_data: ReadData
-    clock: Callable[[], datetime] = utcnow
+    clock: Callable[[], datetime] = now_utc
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     cancel_timeout: float = 60.0
     sleep: Sleep = asyncio.sleep
