@@ -207,9 +207,50 @@ class AdapterRunner:
         emb = self.emb.to(self.device)
         eta, t0, start, last_loss = Eta(step), time.monotonic(), step, None
         self.adapter.train()
+        # The adapter's steps are tiny matmuls: on CPU, intra-op threads cost more in synchronisation than
+        # they give, so the loop runs single-threaded (restored afterwards; the frozen model's pass used them).
+        threads = torch.get_num_threads()
+        if self.device == "cpu":
+            torch.set_num_threads(1)
+        try:
+            step, last_loss = self._loop(step, total, per_epoch, n, emb, qi, di, dd, opt, sched, losses, eta)
+        finally:
+            torch.set_num_threads(threads)
+        self.adapter.eval()
+        done = step - start
+        return TrainOutcome(
+            steps=step,
+            total_steps=total,
+            train_loss=last_loss,
+            wall_seconds=time.monotonic() - t0,
+            samples=min(n * spec.epochs, done * spec.batch_size),
+            losses=losses,
+            resumed_from=resumed,
+        )
+
+    def _loop(
+        self,
+        step: int,
+        total: int,
+        per_epoch: int,
+        n: int,
+        emb: torch.Tensor,
+        qi: torch.Tensor,
+        di: torch.Tensor,
+        dd: torch.Tensor,
+        opt: Any,
+        sched: Any,
+        losses: list[tuple[int, float]],
+        eta: Eta,
+    ) -> tuple[int, float | None]:
+        assert self.adapter is not None
+        ctx, spec = self.ctx, self.spec
+        last_loss: float | None = None
+        order_epoch, order = -1, torch.empty(0, dtype=torch.long)
         while step < total:
             epoch, b = divmod(step, per_epoch)
-            order = self._order(epoch, n)
+            if epoch != order_epoch:  # the same permutation for every step of an epoch (and on resume)
+                order_epoch, order = epoch, self._order(epoch, n)
             idx = order[b * spec.batch_size : (b + 1) * spec.batch_size]
             q = self.adapter(emb[qi[idx].to(self.device)])
             loss = in_batch_loss(q, emb[di[idx].to(self.device)], dd[idx].to(self.device), spec.temperature)
@@ -228,17 +269,7 @@ class AdapterRunner:
                     raise Interrupted(step)
             else:
                 ctx.reporter.report(self._progress(step, total, per_epoch, last_loss, eta))
-        self.adapter.eval()
-        done = step - start
-        return TrainOutcome(
-            steps=step,
-            total_steps=total,
-            train_loss=last_loss,
-            wall_seconds=time.monotonic() - t0,
-            samples=min(n * spec.epochs, done * spec.batch_size),
-            losses=losses,
-            resumed_from=resumed,
-        )
+        return step, last_loss
 
     @staticmethod
     def _progress(step: int, total: int, per_epoch: int, loss: float | None, eta: Eta) -> dict[str, Any]:
