@@ -6,7 +6,6 @@ import asyncio
 import pathlib
 import re
 import time
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -26,18 +25,6 @@ from emulator_support import (
 from finetune_operator.local.emulator import Emulator, load_crds
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(10)]
-
-
-@pytest.fixture
-async def emu() -> AsyncIterator[Emulator]:
-    async with Emulator(crds=CRDS, seed=42) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-async def http(emu: Emulator) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(emu.url) as session:
-        yield session
 
 
 # --- create / get / errors -----------------------------------------------------------------------

@@ -6,14 +6,12 @@ import asyncio
 import itertools
 import logging
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 from emulator_support import (
     CM,
-    CRDS,
     FTJ,
     call,
     eventually,
@@ -27,18 +25,6 @@ from finetune_operator.local.controllers import FakeKubelet
 from finetune_operator.local.emulator import Emulator
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(10)]
-
-
-@pytest.fixture
-async def emu() -> AsyncIterator[Emulator]:
-    async with Emulator(crds=CRDS, seed=42) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-async def http(emu: Emulator) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(emu.url) as session:
-        yield session
 
 
 # --- controllers ---------------------------------------------------------------------------------
