@@ -1,7 +1,8 @@
 """The backend protocol: submit, observe, cancel (after Kubeflow Trainer's runtime interface).
 
 A backend never writes status itself: `observe` returns an Observation that the pure status derivation
-(`finetune_operator.status`) turns into phase, conditions and progress.
+(`finetune_operator.status`) turns into phase, conditions and progress. This module stays pure (the status
+derivation imports it); the I/O ports a backend is given are in `backends.ports`.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..api.finetunejob import FinetuneJob
 from ..api.trainerconfig import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
@@ -23,9 +23,7 @@ from ..builders import build_config_map, build_rbac, build_trainer_config, build
 from ..kube import JsonDict
 from ..naming import trainer_job_name
 from .base import Observation
-
-if TYPE_CHECKING:
-    from ..handlers.context import OperatorContext
+from .ports import BackendContext
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +219,7 @@ class InClusterBackend:
 
     name = "incluster"
 
-    def __init__(self, ctx: OperatorContext) -> None:
+    def __init__(self, ctx: BackendContext) -> None:
         self.ctx = ctx
         self._awaiting_pods: dict[str, float] = {}  # Job uid -> when it was first seen ended, pods not
 

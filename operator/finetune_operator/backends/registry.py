@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import Any
 
 from ..api.finetunejob import EngineKind
 from .base import Backend
+from .ports import BackendContext
 
-BackendFactory = Callable[[Any], Backend]
+BackendFactory = Callable[[BackendContext], Backend]
 
 # Hosted backends: module path and factory name, imported on first use.
 _LAZY: dict[EngineKind, tuple[str, str]] = {
@@ -38,7 +38,7 @@ class BackendRegistry:
         self._factories[kind] = factory
         self._instances.pop(kind, None)
 
-    def get(self, kind: EngineKind, ctx: Any) -> Backend:
+    def get(self, kind: EngineKind, ctx: BackendContext) -> Backend:
         """The backend for an engine (one instance per operator and engine)."""
         if kind in self._instances:
             return self._instances[kind]
