@@ -105,3 +105,37 @@ def test_examples_are_valid(path: Path) -> None:
             parse_job(doc)
         elif doc.get("kind") == "TrainingQuota":
             parse_quota(doc)
+
+
+def _unbounded(node: dict[str, Any], path: str, out: list[str]) -> None:
+    typ = node.get("type")
+    if typ == "string" and "maxLength" not in node:
+        out.append(f"{path}: string without maxLength")
+    if typ == "array" and "maxItems" not in node:
+        out.append(f"{path}: list without maxItems")
+    if typ == "object" and "additionalProperties" in node and "maxProperties" not in node:
+        out.append(f"{path}: map without maxProperties")
+    if (
+        node.get("x-kubernetes-preserve-unknown-fields")
+        and "maxProperties" not in node
+        and path != ".metadata"
+    ):
+        out.append(f"{path}: free-form object without maxProperties")
+    for key, sub in node.get("properties", {}).items():
+        _unbounded(sub, f"{path}.{key}", out)
+    if isinstance(node.get("items"), dict):
+        _unbounded(node["items"], f"{path}[*]", out)
+    if isinstance(node.get("additionalProperties"), dict):
+        _unbounded(node["additionalProperties"], f"{path}{{*}}", out)
+
+
+@pytest.mark.parametrize("name", sorted(all_crds()))
+def test_every_string_list_and_map_is_bounded(name: str) -> None:
+    """Without maxLength / maxItems / maxProperties the API server's CEL cost estimator assumes the 3 MiB
+    request limit (issue 11: a v1.36 kube-apiserver refused the CRD)."""
+    schema = all_crds()[name]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    found: list[str] = []
+    for key in ("spec", "status"):
+        if key in schema["properties"]:
+            _unbounded(schema["properties"][key], f".{key}", found)
+    assert found == []

@@ -7,11 +7,22 @@ Python names are snake_case.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    StringConstraints,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import PydanticCustomError, core_schema
 
 GROUP = "finetune.dev"
 VERSION = "v1alpha1"
@@ -22,6 +33,22 @@ DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
 DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$"
+
+# Bounds of every string, list and map (the CRD's maxLength / maxItems / maxProperties). Without them the
+# API server's CEL cost estimator assumes sizes up to the 3 MiB request limit and refuses the CRD.
+MAX_NAME = 253  # an object name (DNS subdomain), a Secret or ConfigMap key
+MAX_LABEL_VALUE = 63  # a label value, a DNS label
+MAX_QUALIFIED_NAME = 317  # a label / taint key or extended resource name: prefix (253) + "/" + name (63)
+MAX_URI = 2048  # a URL, a storage URI, a model reference
+MAX_STATUS_URI = 4096  # a URI the operator derives below a spec URI
+MAX_ID = 256  # an id a provider assigns (jobs, models, adapters)
+MAX_QUANTITY = 64  # a resource quantity, a duration
+MAX_MESSAGE = 32768  # a human-readable message (metav1.Condition's bound)
+MAX_SECRET = 4096  # a refused inline credential (bounded like everything else)
+
+Name = Annotated[str, StringConstraints(max_length=MAX_NAME)]
+QualifiedName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUALIFIED_NAME)]
+LabelValue = Annotated[str, StringConstraints(max_length=MAX_LABEL_VALUE)]
 
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -50,6 +77,49 @@ class KubeModel(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
+@dataclass(frozen=True)
+class Refused:
+    """Marks a field where users are tempted to put a credential inline (`apiKey`, `token`, ...).
+
+    The field is declared, so the API server does not prune it silently in `fieldValidation=Warn` (the
+    default of controllers and GitOps tools): a CEL rule on it refuses any value with a message naming
+    the reference to use, and the model refuses it with the same message and path. The value itself is
+    never echoed. Use as ``api_key: Annotated[str | None, Refused("apiKeySecretRef")] = None``.
+    """
+
+    use: str
+    shape: str = "{name, key}"
+    kind: str = "a secretKeyRef"
+
+    @property
+    def message(self) -> str:
+        return (
+            f"inline credentials are refused: put the value in a Secret and use {self.kind} "
+            f"({self.use}: {self.shape}) instead"
+        )
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        message = self.message
+
+        def refuse(value: Any) -> None:
+            if value is not None:
+                raise PydanticCustomError("inline_credential", message)
+
+        return core_schema.no_info_plain_validator_function(refuse)
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {
+            "type": "string",
+            "maxLength": MAX_SECRET,
+            "description": f"Refused: credentials are never given inline. Use {self.use} (a Secret reference).",
+            "x-kubernetes-validations": [{"rule": "false", "message": self.message}],
+        }
+
+
 class OpenObject(BaseModel):
     """A free-form Kubernetes object kept as-is (affinity, label selectors' expressions)."""
 
@@ -60,44 +130,59 @@ class SecretKeyRef(KubeModel):
     """A key of a Secret in the job's namespace. Credentials are only ever given by reference."""
 
     name: str = Field(
-        description="Name of the Secret, in the same namespace as the object.", pattern=DNS_SUBDOMAIN
+        description="Name of the Secret, in the same namespace as the object.",
+        max_length=MAX_NAME,
+        pattern=DNS_SUBDOMAIN,
     )
-    key: str = Field(description="Key within the Secret.", min_length=1, pattern=r"^[-._a-zA-Z0-9]+$")
+    key: str = Field(
+        description="Key within the Secret.", min_length=1, max_length=MAX_NAME, pattern=r"^[-._a-zA-Z0-9]+$"
+    )
 
 
 class ConfigMapKeyRef(KubeModel):
     """A key of a ConfigMap in the job's namespace."""
 
-    name: str = Field(description="Name of the ConfigMap.", pattern=DNS_SUBDOMAIN)
-    key: str = Field(description="Key within the ConfigMap.", min_length=1, pattern=r"^[-._a-zA-Z0-9]+$")
+    name: str = Field(description="Name of the ConfigMap.", max_length=MAX_NAME, pattern=DNS_SUBDOMAIN)
+    key: str = Field(
+        description="Key within the ConfigMap.",
+        min_length=1,
+        max_length=MAX_NAME,
+        pattern=r"^[-._a-zA-Z0-9]+$",
+    )
 
 
 class LocalObjectReference(KubeModel):
     """A reference to an object by name in the same namespace."""
 
-    name: str = Field(description="Name of the referenced object.", pattern=DNS_SUBDOMAIN)
+    name: str = Field(
+        description="Name of the referenced object.", max_length=MAX_NAME, pattern=DNS_SUBDOMAIN
+    )
 
 
 class LabelSelectorRequirement(KubeModel):
     """One set-based label requirement."""
 
-    key: str = Field(description="The label key the selector applies to.", min_length=1)
+    key: str = Field(
+        description="The label key the selector applies to.", min_length=1, max_length=MAX_QUALIFIED_NAME
+    )
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
         description="How the key relates to the values: In, NotIn, Exists or DoesNotExist."
     )
-    values: list[str] | None = Field(
-        default=None, description="Values for In and NotIn; must be empty for Exists and DoesNotExist."
+    values: list[LabelValue] | None = Field(
+        default=None,
+        max_length=64,
+        description="Values for In and NotIn; must be empty for Exists and DoesNotExist.",
     )
 
 
 class LabelSelector(KubeModel):
     """A Kubernetes label selector. An empty selector matches everything."""
 
-    match_labels: dict[str, str] | None = Field(
-        default=None, description="Labels that must all be present with these values."
+    match_labels: dict[QualifiedName, LabelValue] | None = Field(
+        default=None, max_length=64, description="Labels that must all be present with these values."
     )
     match_expressions: list[LabelSelectorRequirement] | None = Field(
-        default=None, description="Set-based requirements, all of which must hold."
+        default=None, max_length=32, description="Set-based requirements, all of which must hold."
     )
 
     def matches(self, labels: dict[str, str]) -> bool:
@@ -122,10 +207,16 @@ class LabelSelector(KubeModel):
 class Condition(KubeModel):
     """A condition following the Kubernetes API conventions (metav1.Condition)."""
 
-    type: str = Field(description="Type of the condition, in CamelCase (Admitted, Running, Succeeded, ...).")
+    type: str = Field(
+        max_length=316, description="Type of the condition, in CamelCase (Admitted, Running, Succeeded, ...)."
+    )
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
-    reason: str = Field(description="A CamelCase, machine-readable reason for the last transition.")
-    message: str = Field(default="", description="A human-readable message about the transition.")
+    reason: str = Field(
+        max_length=1024, description="A CamelCase, machine-readable reason for the last transition."
+    )
+    message: str = Field(
+        default="", max_length=MAX_MESSAGE, description="A human-readable message about the transition."
+    )
     last_transition_time: datetime = Field(description="When the condition last changed status (RFC 3339).")
     observed_generation: int | None = Field(
         default=None, description="The .metadata.generation the condition was computed from."

@@ -28,6 +28,8 @@ _KEEP = {
     "maxLength",
     "minItems",
     "maxItems",
+    "minProperties",
+    "maxProperties",
     "format",
     "items",
     "properties",
@@ -94,6 +96,13 @@ def _structural(node: Any) -> Any:
             out[key] = value
     if "enum" in out and "type" not in out:
         out["type"] = "string"
+    # Every string is bounded (the CEL cost estimator assumes 3 MiB otherwise): an enum by its longest
+    # value, an RFC 3339 timestamp by 64 characters.
+    if out.get("type") == "string" and "maxLength" not in out:
+        if "enum" in out:
+            out["maxLength"] = max(len(str(v)) for v in out["enum"])
+        elif out.get("format") == "date-time":
+            out["maxLength"] = 64
     if out.get("type") == "object" and "properties" not in out and "additionalProperties" not in out:
         out["x-kubernetes-preserve-unknown-fields"] = True
     return out
@@ -198,7 +207,7 @@ def finetunejob_crd() -> dict[str, Any]:
         {"name": "Model", "type": "string", "jsonPath": ".status.model.name"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
-        {"name": "MRR@10", "type": "number", "jsonPath": ".status.metrics.after.mrrAt10", "priority": 1},
+        {"name": "MRR@10", "type": "string", "jsonPath": ".status.metrics.mrrAt10Change", "priority": 1},
     ]
     return _crd(
         "FinetuneJob",

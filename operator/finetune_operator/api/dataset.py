@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .common import DNS_SUBDOMAIN, ConfigMapKeyRef, KubeModel, SecretKeyRef
+from .common import DNS_SUBDOMAIN, MAX_NAME, MAX_URI, ConfigMapKeyRef, KubeModel, Refused, SecretKeyRef
 
 DATA_URL = r"^(https?://[^\s]+|s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9]/[^\s]+)$"
 
@@ -22,8 +22,12 @@ class PvcPath(KubeModel):
         }
     }
 
-    claim_name: str = Field(description="Name of the PersistentVolumeClaim.", pattern=DNS_SUBDOMAIN)
-    path: str = Field(description="Path inside the volume.", min_length=1, pattern=r"^[^\s]+$")
+    claim_name: str = Field(
+        description="Name of the PersistentVolumeClaim.", max_length=MAX_NAME, pattern=DNS_SUBDOMAIN
+    )
+    path: str = Field(
+        description="Path inside the volume.", min_length=1, max_length=1024, pattern=r"^[^\s]+$"
+    )
 
     @field_validator("path")
     @classmethod
@@ -49,7 +53,9 @@ class DataSource(KubeModel):
 
     config_map: ConfigMapKeyRef | None = Field(default=None, description="A key of a ConfigMap.")
     pvc: PvcPath | None = Field(default=None, description="A path on a PersistentVolumeClaim.")
-    url: str | None = Field(default=None, pattern=DATA_URL, description="An http(s):// URL or an s3:// URI.")
+    url: str | None = Field(
+        default=None, max_length=MAX_URI, pattern=DATA_URL, description="An http(s):// URL or an s3:// URI."
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> DataSource:
@@ -62,15 +68,24 @@ class DataSource(KubeModel):
 class LLMEndpoint(KubeModel):
     """An OpenAI-compatible chat-completions endpoint (hosted API or in-cluster vLLM)."""
 
-    base_url: str = Field(pattern=r"^https?://[^\s]+$", description="Base URL, e.g. http://vllm.llm:8000/v1.")
-    model: str = Field(min_length=1, description="Model name to request.")
+    base_url: str = Field(
+        max_length=MAX_URI,
+        pattern=r"^https?://[^\s]+$",
+        description="Base URL, e.g. http://vllm.llm:8000/v1.",
+    )
+    model: str = Field(min_length=1, max_length=MAX_URI, description="Model name to request.")
     api_key_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret key holding the API key."
     )
+    api_key: Annotated[str | None, Refused("apiKeySecretRef")] = None
+    token: Annotated[str | None, Refused("apiKeySecretRef")] = None
     temperature: float = Field(default=0.2, ge=0, le=2, description="Sampling temperature.")
     max_concurrency: int = Field(default=4, ge=1, le=256, description="Requests in flight at once.")
     max_retries: int = Field(default=5, ge=0, le=50, description="Retries per request, with backoff.")
 
+
+MAX_DOCUMENTS = 64  # each entry may be a directory; the CEL rules on an entry cost x64, well in budget
+MAX_PROMPT = 32768  # room for a long instruction with few-shot examples
 
 DEFAULT_QA_PROMPT = """\
 Context information is below.
@@ -110,13 +125,17 @@ class GenerateSpec(KubeModel):
     }
 
     documents: list[DataSource] = Field(
-        min_length=1, description="Documents: text, Markdown, HTML or PDF files."
+        min_length=1,
+        max_length=MAX_DOCUMENTS,
+        description=f"Documents: text, Markdown, HTML or PDF files, or directories of them (read "
+        f"recursively). At most {MAX_DOCUMENTS} entries: put more files in a directory on a PVC.",
     )
     llm: LLMEndpoint = Field(description="The LLM that writes the questions.")
     questions_per_chunk: int = Field(default=2, ge=1, le=50, description="Questions asked per chunk.")
     prompt_template: str = Field(
         default=DEFAULT_QA_PROMPT,
         min_length=1,
+        max_length=MAX_PROMPT,
         description="Prompt with {context_str} and {num_questions_per_chunk} placeholders.",
     )
     chunk_size: int = Field(default=1024, ge=64, le=100000, description="Chunk size in characters.")
@@ -126,7 +145,9 @@ class GenerateSpec(KubeModel):
     validation_fraction: float = Field(
         default=0.2, ge=0, lt=1, description="Fraction of generated queries kept for validation."
     )
-    save_every: int = Field(default=20, ge=1, description="Save partial results every N chunks.")
+    save_every: int = Field(
+        default=20, ge=1, le=1_000_000, description="Save partial results every N chunks."
+    )
     generate_only: bool = Field(
         default=False, description="Stop after generation so the dataset can be reviewed."
     )
@@ -164,10 +185,11 @@ class DatasetSpec(KubeModel):
         }
     }
 
-    format: Literal["embeddingQA", "chat", "inputs"] | None = Field(
+    format: Literal["embeddingQA", "chat", "preference", "inputs"] | None = Field(
         default=None,
-        description="embeddingQA: EmbeddingQAFinetuneDataset JSON (embedding engines); chat: chat JSONL "
-        "(openai); inputs: inputs JSONL (gradient). Inferred from the engine if unset.",
+        description="embeddingQA: EmbeddingQAFinetuneDataset JSON (embedding engines); chat: OpenAI chat JSONL "
+        "(openai, llm method sft); preference: OpenAI preference JSONL (llm method dpo); inputs: inputs JSONL "
+        "(gradient). Inferred from the engine if unset.",
     )
     train: DataSource | None = Field(default=None, description="Training data.")
     validation: DataSource | None = Field(default=None, description="Validation data (held out).")

@@ -56,14 +56,19 @@ def _constraints(node: dict[str, Any]) -> str:
     if "maximum" in node:
         op = "<" if node.get("exclusiveMaximum") else "<="
         parts.append(f"{op} {node['maximum']}")
+    implied = "enum" in node or node.get("format") == "date-time"  # bounded by the values / the format
     for key, label in (
         ("minLength", "min length"),
         ("maxLength", "max length"),
         ("minItems", "min items"),
         ("maxItems", "max items"),
+        ("maxProperties", "max entries"),
     ):
-        if key in node:
+        if key in node and not (key == "maxLength" and implied):
             parts.append(f"{label} {node[key]}")
+    values = node.get("additionalProperties")
+    if isinstance(values, dict) and "maxLength" in values:
+        parts.append(f"values max length {values['maxLength']}")
     if "pattern" in node:
         parts.append(f"pattern `{node['pattern']}`")
     items = node.get("items")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from .common import KubeModel, SecretKeyRef
+from .common import MAX_ID, MAX_URI, KubeModel, Refused, SecretKeyRef
+from .engine_llm import LlmEngine
+from .evaluation import EvaluationSpec, HardNegativesSpec
 
 STORAGE_URI = (
     r"^(pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[^\s]*)?|s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9](/[^\s]*)?)$"
@@ -19,9 +21,12 @@ class EngineKind(StrEnum):
     ADAPTER = "adapter"
     OPENAI = "openai"
     GRADIENT = "gradient"
+    LLM = "llm"
 
 
-IN_CLUSTER_ENGINES = (EngineKind.SENTENCE_TRANSFORMERS, EngineKind.ADAPTER)
+IN_CLUSTER_ENGINES = (EngineKind.SENTENCE_TRANSFORMERS, EngineKind.ADAPTER, EngineKind.LLM)
+# The in-cluster engines that train embedding models (on embeddingQA data, or data generated for them).
+EMBEDDING_ENGINES = (EngineKind.SENTENCE_TRANSFORMERS, EngineKind.ADAPTER)
 
 
 # ---------------------------------------------------------------------------- engines
@@ -33,6 +38,7 @@ class SentenceTransformersEngine(KubeModel):
     model: str = Field(
         default="BAAI/bge-small-en",
         min_length=1,
+        max_length=MAX_URI,
         description="Model to finetune: a Hugging Face hub id, a path inside the trainer image, or "
         "pvc://CLAIM/PATH of a saved sentence-transformers model.",
     )
@@ -50,7 +56,19 @@ class SentenceTransformersEngine(KubeModel):
         default=32, ge=1, le=65536, description="Mini-batch size of CachedMultipleNegativesRankingLoss."
     )
     evaluation_steps: int = Field(
-        default=50, ge=0, description="Evaluate on the validation set every N steps (0 disables)."
+        default=0,
+        ge=0,
+        le=1_000_000,
+        description="Older name of evaluation.steps: evaluate every N steps (0: once per epoch); "
+        "evaluation.steps wins when both are set.",
+    )
+    evaluation: EvaluationSpec = Field(
+        default_factory=EvaluationSpec,
+        description="Validation during training: when to evaluate, early stopping, and which model is kept.",
+    )
+    hard_negatives: HardNegativesSpec = Field(
+        default_factory=HardNegativesSpec,
+        description="Hard negatives mined with the base model and added to the ranking loss (off by default).",
     )
     use_all_docs: bool = Field(
         default=False, description="Make one training pair per relevant document instead of only the first."
@@ -112,6 +130,7 @@ class AdapterEngine(KubeModel):
     base_model: str = Field(
         default="sentence-transformers/all-MiniLM-L6-v2",
         min_length=1,
+        max_length=MAX_URI,
         description="Frozen embedding model: hub id, image path or pvc://CLAIM/PATH.",
     )
     adapter: AdapterSpec = Field(default_factory=AdapterSpec, description="Shape of the adapter.")
@@ -122,11 +141,17 @@ class AdapterEngine(KubeModel):
     batch_size: int = Field(default=10, ge=1, le=65536, description="Training batch size.")
     epochs: int = Field(default=1, ge=1, le=10000, description="Number of passes over the training pairs.")
     learning_rate: float = Field(default=3e-3, gt=0, le=10, description="Learning rate of AdamW.")
+    weight_decay: float = Field(default=0.0, ge=0, le=10, description="Weight decay of AdamW.")
     temperature: float = Field(
         default=0.05, gt=0, le=10, description="Softmax temperature of the in-batch ranking loss."
     )
+    evaluation: EvaluationSpec = Field(
+        default_factory=EvaluationSpec,
+        description="Validation during training: when to evaluate, early stopping, and which model is kept.",
+    )
     continue_from: str | None = Field(
         default=None,
+        max_length=MAX_URI,
         pattern=STORAGE_URI,
         description="Storage URI of an adapter saved by an earlier job, to continue training from.",
     )
@@ -141,6 +166,7 @@ class OpenAIHyperparameters(KubeModel):
     )
     learning_rate_multiplier: str | None = Field(
         default=None,
+        max_length=32,
         pattern=r"^[0-9]*\.?[0-9]+$",
         description='learning_rate_multiplier as a decimal string, e.g. "0.5"; provider default if unset.',
     )
@@ -151,6 +177,7 @@ class HostedEndpoint(KubeModel):
 
     base_url: str | None = Field(
         default=None,
+        max_length=MAX_URI,
         pattern=r"^https?://[^\s]+$",
         description="Base URL of an OpenAI-compatible API (default https://api.openai.com/v1).",
     )
@@ -160,13 +187,18 @@ class HostedEndpoint(KubeModel):
         description="API version for Azure-style deployments (sent as api-version).",
     )
     organization: str | None = Field(default=None, max_length=256, description="Organization id header.")
+    api_key: Annotated[str | None, Refused("spec.engine.openai.apiKeySecretRef")] = None
 
 
 class OpenAIEngine(KubeModel):
     """A finetune proxied to the OpenAI fine-tuning API (the reference's OpenAIFinetuneEngine)."""
 
-    base_model: str = Field(default="gpt-4o-mini-2024-07-18", min_length=1, description="Model to finetune.")
+    base_model: str = Field(
+        default="gpt-4o-mini-2024-07-18", min_length=1, max_length=MAX_ID, description="Model to finetune."
+    )
     api_key_secret_ref: SecretKeyRef = Field(description="Secret key holding the API key.")
+    api_key: Annotated[str | None, Refused("apiKeySecretRef")] = None
+    token: Annotated[str | None, Refused("apiKeySecretRef")] = None
     hyperparameters: OpenAIHyperparameters = Field(
         default_factory=OpenAIHyperparameters, description="Training hyperparameters."
     )
@@ -204,10 +236,16 @@ class GradientEngine(KubeModel):
     }
 
     base_model_slug: str | None = Field(
-        default=None, min_length=1, description="Base model to create a new adapter on, e.g. llama2-7b-chat."
+        default=None,
+        min_length=1,
+        max_length=MAX_ID,
+        description="Base model to create a new adapter on, e.g. llama2-7b-chat.",
     )
     model_adapter_id: str | None = Field(
-        default=None, min_length=1, description="Existing model adapter to continue training."
+        default=None,
+        min_length=1,
+        max_length=MAX_ID,
+        description="Existing model adapter to continue training.",
     )
     name: str | None = Field(default=None, max_length=128, description="Name of the new adapter.")
     rank: int | None = Field(default=None, ge=1, le=1024, description="LoRA rank of the new adapter.")
@@ -215,15 +253,20 @@ class GradientEngine(KubeModel):
         default=None, gt=0, le=1, description="Learning rate of the new adapter."
     )
     batch_size: int = Field(default=10, ge=1, le=10000, description="Samples sent per fine-tune call.")
-    max_steps: int | None = Field(default=None, ge=1, description="Stop after this many fine-tune calls.")
+    max_steps: int | None = Field(
+        default=None, ge=1, le=100_000_000, description="Stop after this many fine-tune calls."
+    )
     epochs: int = Field(default=1, ge=1, le=1000, description="Passes over the inputs.")
     host: str | None = Field(
         default=None,
+        max_length=MAX_URI,
         pattern=r"^https?://[^\s]+$",
         description="API host. Gradient's public service closed in 2024: set a compatible host.",
     )
     workspace_id: str | None = Field(default=None, max_length=256, description="Workspace id.")
     access_token_secret_ref: SecretKeyRef = Field(description="Secret key holding the access token.")
+    access_token: Annotated[str | None, Refused("accessTokenSecretRef")] = None
+    token: Annotated[str | None, Refused("accessTokenSecretRef")] = None
     delete_adapter_on_cancel: bool = Field(
         default=False,
         description="Delete an adapter this job created when the job is deleted before finishing.",
@@ -245,8 +288,8 @@ class EngineSpec(KubeModel):
         "json_schema_extra": {
             "x-kubernetes-validations": [
                 {
-                    "rule": "[has(self.sentenceTransformers), has(self.adapter), has(self.openai), has(self.gradient)].filter(x, x).size() == 1",
-                    "message": "set exactly one engine: sentenceTransformers, adapter, openai or gradient",
+                    "rule": "[has(self.sentenceTransformers), has(self.adapter), has(self.openai), has(self.gradient), has(self.llm)].filter(x, x).size() == 1",
+                    "message": "set exactly one engine: sentenceTransformers, adapter, openai, gradient or llm",
                 },
             ]
         }
@@ -261,6 +304,9 @@ class EngineSpec(KubeModel):
     openai: OpenAIEngine | None = Field(default=None, description="Finetune through the OpenAI API.")
     gradient: GradientEngine | None = Field(
         default=None, description="Finetune through a Gradient-compatible API."
+    )
+    llm: LlmEngine | None = Field(
+        default=None, description="LoRA finetune of an LLM on chat or preference JSONL, in a GPU pod."
     )
 
     @model_validator(mode="after")

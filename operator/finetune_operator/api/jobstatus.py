@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from .common import Condition, KubeModel
+from .common import MAX_ID, MAX_MESSAGE, MAX_STATUS_URI, MAX_URI, Condition, KubeModel, Name
 
 
 class Phase(StrEnum):
@@ -26,14 +26,16 @@ class Progress(KubeModel):
     """Training progress as last reported by the trainer or provider."""
 
     step: int = Field(default=0, ge=0, description="Optimizer steps done.")
-    summary: str | None = Field(default=None, description="Progress in one string, e.g. 120/500 (24%).")
+    summary: str | None = Field(
+        default=None, max_length=256, description="Progress in one string, e.g. 120/500 (24%)."
+    )
     total_steps: int | None = Field(default=None, ge=0, description="Optimizer steps planned.")
     epoch: float | None = Field(default=None, ge=0, description="Fractional epoch.")
     loss: float | None = Field(default=None, description="Latest training loss.")
     eta_seconds: int | None = Field(default=None, ge=0, description="Estimated seconds to finish training.")
     percent: int | None = Field(default=None, ge=0, le=100, description="step / totalSteps in percent.")
     stage: str | None = Field(
-        default=None, description="Current trainer step (data, evaluate, train, save, ...)."
+        default=None, max_length=64, description="Current trainer step (data, evaluate, train, save, ...)."
     )
     update_time: datetime | None = Field(default=None, description="When this was reported.")
 
@@ -42,9 +44,11 @@ class CheckpointRef(KubeModel):
     """One saved checkpoint."""
 
     step: int = Field(ge=0, description="Step the checkpoint was taken at.")
-    uri: str | None = Field(default=None, description="Where it is stored.")
+    uri: str | None = Field(default=None, max_length=MAX_STATUS_URI, description="Where it is stored.")
     time: datetime | None = Field(default=None, description="When it was saved.")
-    model_id: str | None = Field(default=None, description="Hosted providers: the checkpoint model id.")
+    model_id: str | None = Field(
+        default=None, max_length=MAX_ID, description="Hosted providers: the checkpoint model id."
+    )
     loss: float | None = Field(default=None, description="Training loss at the checkpoint.")
 
 
@@ -66,6 +70,20 @@ class RetrievalMetrics(KubeModel):
     mrr_at10: float | None = Field(default=None, ge=0, le=1, description="MRR@10.")
     ndcg_at10: float | None = Field(default=None, ge=0, le=1, description="NDCG@10.")
     queries: int | None = Field(default=None, ge=0, description="Validation queries evaluated.")
+    loss: float | None = Field(
+        default=None, ge=0, le=1e6, description="llm engine: mean loss on the validation assistant tokens."
+    )
+    perplexity: float | None = Field(
+        default=None, ge=0, le=1e300, description="llm engine: exp(loss) on the validation assistant tokens."
+    )
+    preference_accuracy: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="llm engine, method dpo: fraction of validation pairs whose preferred output the model "
+        "scores higher than the non-preferred one.",
+    )
+    examples: int | None = Field(default=None, ge=0, description="llm engine: validation examples evaluated.")
 
 
 class MetricsStatus(KubeModel):
@@ -79,28 +97,57 @@ class MetricsStatus(KubeModel):
     )
     samples_per_second: float | None = Field(default=None, ge=0, description="Training throughput.")
     wall_seconds: float | None = Field(default=None, ge=0, description="Training wall time.")
+    mrr_at10_change: str | None = Field(
+        default=None,
+        max_length=32,
+        description="MRR@10 before and after training in one short string, e.g. 0.648→0.825 (the MRR@10 "
+        "printer column; the numbers themselves are in before and after).",
+    )
+
+    def with_mrr_change(self) -> MetricsStatus:
+        """This status with mrrAt10Change set from before/after (3 decimals), or unset without an after."""
+        after = self.after.mrr_at10 if self.after else None
+        before = self.before.mrr_at10 if self.before else None
+        change = None
+        if after is not None:
+            change = f"{after:.3f}" if before is None else f"{before:.3f}→{after:.3f}"
+        return self.model_copy(update={"mrr_at10_change": change})
 
 
 class ModelRef(KubeModel):
     """The resulting model."""
 
     storage_uri: str | None = Field(
-        default=None, description="Where the model was saved (in-cluster engines)."
+        default=None, max_length=MAX_STATUS_URI, description="Where the model was saved (in-cluster engines)."
     )
     format: str | None = Field(
-        default=None, description="sentence-transformers, adapter, openai or gradient."
+        default=None, max_length=64, description="sentence-transformers, adapter, openai or gradient."
     )
-    base_model: str | None = Field(default=None, description="The model that was finetuned.")
-    provider_model_id: str | None = Field(default=None, description="OpenAI: the fine_tuned_model id.")
-    adapter_id: str | None = Field(default=None, description="Gradient: the model adapter id.")
-    name: str | None = Field(default=None, description="The model in one string: storage URI or provider id.")
+    base_model: str | None = Field(
+        default=None, max_length=MAX_URI, description="The model that was finetuned."
+    )
+    provider_model_id: str | None = Field(
+        default=None, max_length=MAX_ID, description="OpenAI: the fine_tuned_model id."
+    )
+    adapter_id: str | None = Field(
+        default=None, max_length=MAX_ID, description="Gradient: the model adapter id."
+    )
+    name: str | None = Field(
+        default=None,
+        max_length=MAX_STATUS_URI,
+        description="The model in one string: storage URI or provider id.",
+    )
 
 
 class DatasetStatus(KubeModel):
     """What the job trained on."""
 
-    train_uri: str | None = Field(default=None, description="Training data used (generated or given).")
-    validation_uri: str | None = Field(default=None, description="Validation data used.")
+    train_uri: str | None = Field(
+        default=None, max_length=MAX_STATUS_URI, description="Training data used (generated or given)."
+    )
+    validation_uri: str | None = Field(
+        default=None, max_length=MAX_STATUS_URI, description="Validation data used."
+    )
     train_queries: int | None = Field(default=None, ge=0, description="Training queries / examples.")
     validation_queries: int | None = Field(default=None, ge=0, description="Validation queries / examples.")
     corpus_size: int | None = Field(default=None, ge=0, description="Documents in the corpus.")
@@ -112,12 +159,18 @@ class FinetuneJobStatus(KubeModel):
     phase: Phase | None = Field(
         default=None, description="Pending, Queued, Running, Suspended, Succeeded or Failed."
     )
-    engine: str | None = Field(default=None, description="The engine in use (for printer columns).")
+    engine: str | None = Field(
+        default=None, max_length=64, description="The engine in use (for printer columns)."
+    )
     conditions: list[Condition] | None = Field(
-        default=None, description="Admitted, Running, Succeeded, Failed, Suspended and Ready conditions."
+        default=None,
+        max_length=16,
+        description="Admitted, Running, Succeeded, Failed, Suspended and Ready conditions.",
     )
     observed_generation: int | None = Field(default=None, description="Generation the status reflects.")
-    message: str | None = Field(default=None, description="Human-readable summary of the current state.")
+    message: str | None = Field(
+        default=None, max_length=MAX_MESSAGE, description="Human-readable summary of the current state."
+    )
     start_time: datetime | None = Field(default=None, description="When the first attempt started.")
     completion_time: datetime | None = Field(default=None, description="When the job finished.")
     attempts: int | None = Field(default=None, ge=0, description="Attempts started so far.")
@@ -129,8 +182,12 @@ class FinetuneJobStatus(KubeModel):
     metrics: MetricsStatus | None = Field(default=None, description="Evaluation and training metrics.")
     model: ModelRef | None = Field(default=None, description="The resulting model.")
     dataset: DatasetStatus | None = Field(default=None, description="The data the job trained on.")
-    remote_job_id: str | None = Field(default=None, description="Hosted engines: the provider's job id.")
+    remote_job_id: str | None = Field(
+        default=None, max_length=MAX_ID, description="Hosted engines: the provider's job id."
+    )
     queue_position: int | None = Field(
         default=None, ge=1, description="Position in the quota queue when Queued."
     )
-    admitted_by: list[str] | None = Field(default=None, description="TrainingQuotas that admitted the job.")
+    admitted_by: list[Name] | None = Field(
+        default=None, max_length=64, description="TrainingQuotas that admitted the job."
+    )

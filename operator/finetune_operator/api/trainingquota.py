@@ -7,7 +7,19 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .common import DURATION, Condition, KubeModel, LabelSelector, ObjectMetaLite, parse_duration
+from .common import (
+    DURATION,
+    MAX_MESSAGE,
+    MAX_QUALIFIED_NAME,
+    MAX_QUANTITY,
+    Condition,
+    KubeModel,
+    LabelSelector,
+    ObjectMetaLite,
+    parse_duration,
+)
+
+MAX_LIMITS = 16  # entries of each limit list
 
 KIND = "TrainingQuota"
 PLURAL = "trainingquotas"
@@ -18,6 +30,7 @@ class GpuLimit(KubeModel):
 
     resource_name: str = Field(
         default="nvidia.com/gpu",
+        max_length=MAX_QUALIFIED_NAME,
         pattern=r"^[a-z0-9.-]+/[a-z0-9._-]+$",
         description="Extended resource name, e.g. nvidia.com/gpu.",
     )
@@ -31,7 +44,12 @@ class TokenBudget(KubeModel):
         default="any", description="Which hosted engine counts."
     )
     tokens: int = Field(ge=0, description="Most trained tokens in any window.")
-    window: str = Field(default="24h", pattern=DURATION, description="Rolling window, e.g. 24h or 30d.")
+    window: str = Field(
+        default="24h",
+        max_length=MAX_QUANTITY,
+        pattern=DURATION,
+        description="Rolling window, e.g. 24h or 30d.",
+    )
 
     @field_validator("window")
     @classmethod
@@ -45,19 +63,33 @@ class GpuHoursBudget(KubeModel):
     """GPU-hours per rolling window."""
 
     resource_name: str = Field(
-        default="nvidia.com/gpu", pattern=r"^[a-z0-9.-]+/[a-z0-9._-]+$", description="Extended resource name."
+        default="nvidia.com/gpu",
+        max_length=MAX_QUALIFIED_NAME,
+        pattern=r"^[a-z0-9.-]+/[a-z0-9._-]+$",
+        description="Extended resource name.",
     )
     hours: float = Field(ge=0, description="Most GPU-hours in any window.")
-    window: str = Field(default="24h", pattern=DURATION, description="Rolling window, e.g. 24h or 7d.")
+    window: str = Field(
+        default="24h",
+        max_length=MAX_QUANTITY,
+        pattern=DURATION,
+        description="Rolling window, e.g. 24h or 7d.",
+    )
 
 
 class QuotaLimits(KubeModel):
     """Limits; unset means unlimited. A job is admitted only when every covering quota has room."""
 
     max_jobs: int | None = Field(default=None, ge=0, description="Most admitted, unfinished jobs at once.")
-    gpus: list[GpuLimit] | None = Field(default=None, description="GPU limits per resource name.")
-    hosted_tokens: list[TokenBudget] | None = Field(default=None, description="Hosted trained-token budgets.")
-    gpu_hours: list[GpuHoursBudget] | None = Field(default=None, description="GPU-hour budgets.")
+    gpus: list[GpuLimit] | None = Field(
+        default=None, max_length=MAX_LIMITS, description="GPU limits per resource name."
+    )
+    hosted_tokens: list[TokenBudget] | None = Field(
+        default=None, max_length=MAX_LIMITS, description="Hosted trained-token budgets."
+    )
+    gpu_hours: list[GpuHoursBudget] | None = Field(
+        default=None, max_length=MAX_LIMITS, description="GPU-hour budgets."
+    )
 
     @model_validator(mode="after")
     def _unique_resources(self) -> QuotaLimits:
@@ -79,7 +111,9 @@ class TrainingQuotaSpec(KubeModel):
 class UsageItem(KubeModel):
     """Usage of one limit."""
 
-    name: str = Field(description="The limit, e.g. jobs, gpus/nvidia.com/gpu, hostedTokens/any/24h.")
+    name: str = Field(
+        max_length=512, description="The limit, e.g. jobs, gpus/nvidia.com/gpu, hostedTokens/any/24h."
+    )
     used: float = Field(description="Current usage.")
     limit: float = Field(description="The limit.")
 
@@ -87,11 +121,15 @@ class UsageItem(KubeModel):
 class TrainingQuotaStatus(KubeModel):
     """Observed usage."""
 
-    usage: list[UsageItem] | None = Field(default=None, description="Usage per limit.")
-    usage_summary: str | None = Field(default=None, description="Usage against limits, for printer columns.")
+    usage: list[UsageItem] | None = Field(
+        default=None, max_length=1 + 3 * MAX_LIMITS, description="Usage per limit."
+    )
+    usage_summary: str | None = Field(
+        default=None, max_length=MAX_MESSAGE, description="Usage against limits, for printer columns."
+    )
     admitted_jobs: int | None = Field(default=None, ge=0, description="Admitted unfinished jobs covered.")
     queued_jobs: int | None = Field(default=None, ge=0, description="Jobs waiting for this quota.")
-    conditions: list[Condition] | None = Field(default=None, description="Conditions (Ready).")
+    conditions: list[Condition] | None = Field(default=None, max_length=16, description="Conditions (Ready).")
     observed_generation: int | None = Field(default=None, description="Generation the status reflects.")
     last_update_time: datetime | None = Field(default=None, description="When usage was last computed.")
 

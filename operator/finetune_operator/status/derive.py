@@ -22,7 +22,7 @@ from typing import Any
 
 from ..api.common import Condition
 from ..api.finetunejob import FinetuneJob
-from ..api.jobstatus import TERMINAL_PHASES, FinetuneJobStatus, Phase
+from ..api.jobstatus import TERMINAL_PHASES, FinetuneJobStatus, MetricsStatus, Phase
 from . import observed as o
 from .observed import Observed
 from .sections import derive_checkpoints, derive_dataset, derive_metrics, derive_model, derive_progress
@@ -374,7 +374,7 @@ def derive_status(job: FinetuneJob | Mapping[str, Any], observed: Observed, now:
         failed_attempts=observed.failed_attempts if observed.attempts else old.get("failedAttempts"),
         progress=derive_progress([trainer_progress, latest.observation.progress if latest else None]),
         checkpoints=ckpts,  # type: ignore[arg-type]
-        metrics=derive_metrics(result, tokens) or old.get("metrics"),
+        metrics=_with_mrr_change(derive_metrics(result, tokens)) or old.get("metrics"),
         model=None
         if result and result.get("generateOnly")  # stopped after generating the dataset: no model
         else (derive_model(job, result, dec.phase == Phase.SUCCEEDED) if result else None)
@@ -386,6 +386,11 @@ def derive_status(job: FinetuneJob | Mapping[str, Any], observed: Observed, now:
         admitted_by=list(observed.admitted_by) or None,
     )
     return status.to_json()
+
+
+def _with_mrr_change(metrics: MetricsStatus | None) -> MetricsStatus | None:
+    """The metrics with the short before→after MRR@10 string of the printer column."""
+    return metrics.with_mrr_change() if metrics is not None else None
 
 
 def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any] | None:
