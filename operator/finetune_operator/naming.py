@@ -28,6 +28,8 @@ APP_NAME = "finetune-trainer"
 MANAGED_BY = "finetune-operator"
 
 ANNOTATION_CONFIG_HASH = f"{ANNOTATION_PREFIX}/config-sha256"
+# set by the Job controller on every pod of an Indexed Job (annotation and label), and as JOB_COMPLETION_INDEX
+ANNOTATION_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 
 MAX_NAME = 63
 _HASH_LEN = 8
@@ -59,6 +61,13 @@ def trainer_job_name(job_name: str, attempt: int) -> str:
     if attempt < 1:
         raise ValueError(f"attempt must be >= 1, got {attempt}")
     return dns_label(job_name, f"-a{attempt}")
+
+
+def trainer_service_name(job_name: str, attempt: int) -> str:
+    """The headless Service of a multi-pod attempt: the Job's name, as a DNS-1035 label (a Service name
+    starts with a letter), so rank 0 is `<job>-0.<service>`."""
+    name = trainer_job_name(job_name, attempt)
+    return name if name[0].isalpha() else dns_label(f"t-{job_name}", f"-a{attempt}")
 
 
 def config_map_name(job_name: str) -> str:

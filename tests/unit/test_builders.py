@@ -203,8 +203,12 @@ def test_job_policy_and_placement() -> None:
     assert c["resources"]["limits"]["amd.com/gpu"] == "2" == c["resources"]["requests"]["amd.com/gpu"]
     assert c["resources"]["limits"]["cpu"] == c["resources"]["requests"]["cpu"] == "8"
     assert (
-        c["args"] == ["--config", "/etc/finetune/config.json"] and c["image"] == "registry.local/trainer:dev"
+        c["args"][-2:] == ["--config", "/etc/finetune/config.json"]
+        and c["image"] == "registry.local/trainer:dev"
     )
+    # two GPUs: torchrun, one process per GPU, in one pod
+    assert c["command"] == ["python", "-m", "finetune_trainer.distributed"]
+    assert "--standalone" in c["args"] and "--nproc-per-node=2" in c["args"]
     assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert {e["name"]: e.get("value") for e in c["env"]}["FINETUNE_ATTEMPT"] == "3"
     assert pod["serviceAccountName"] == "cloud-identity"

@@ -24,6 +24,7 @@ from finetune_operator.api.trainerconfig import (
     TrainerConfig,
 )
 
+from . import distributed
 from .checkpoints import Interrupted, StopFlag
 from .context import Engine, TrainContext, TrainOutcome
 from .data import (
@@ -31,9 +32,9 @@ from .data import (
     EmbeddingQADataset,
     load_dataset,
     s3_storage_options,
-    split_dataset,
     validate_dataset,
 )
+from .llm_data import ChatData, load_chat_data
 from .locations import ConfigError, resolve_location, user_facing
 from .progress import JsonlSink, Reporter, Sink, StatusSink, TqdmSink
 
@@ -57,6 +58,7 @@ STEPS = (
 )
 MAX_RESULT_BYTES = 4096
 T = TypeVar("T")
+TrainData = EmbeddingQADataset | ChatData  # what an engine trains on (llm: ChatData)
 
 
 def peak_rss_bytes() -> int:
@@ -113,15 +115,20 @@ class Output:
 
 
 def write_result(cfg: TrainerConfig, out: Output | None, result: dict[str, Any]) -> None:
-    text = json.dumps(result, separators=(",", ":"))
+    """result.json in full; the termination message bounded (the llm engine's generations go first)."""
+    full = json.dumps(result, separators=(",", ":"))
+    text = full
+    if len(text.encode()) > MAX_RESULT_BYTES and "evaluation" in result:
+        result = {k: v for k, v in result.items() if k != "evaluation"}
+        text = json.dumps(result, separators=(",", ":"))
     while len(text.encode()) > MAX_RESULT_BYTES and result.get("checkpoints"):
         result["checkpoints"] = result["checkpoints"][1:]
         text = json.dumps(result, separators=(",", ":"))
     if len(text.encode()) > MAX_RESULT_BYTES and "message" in result:
         result["message"] = str(result["message"])[:3000]
         text = json.dumps(result, separators=(",", ":"))
-    if out is not None:
-        (out.local / "result.json").write_text(text + "\n", encoding="utf-8")
+    if out is not None and distributed.is_main():  # each pod's termination message, rank 0's result.json
+        (out.local / "result.json").write_text(full + "\n", encoding="utf-8")
         try:
             out.upload("result.json")
         except Exception:
@@ -150,7 +157,7 @@ def fetch_adapter(uri: str, cfg: TrainerConfig) -> Path:
     )
 
 
-def make_engine(cfg: TrainerConfig, ctx: TrainContext) -> Engine:
+def make_engine(cfg: TrainerConfig, ctx: TrainContext[Any]) -> Engine:
     eng = cfg.spec.engine
     if eng.sentence_transformers is not None:
         from .engine_st import SentenceTransformersRunner
@@ -161,16 +168,36 @@ def make_engine(cfg: TrainerConfig, ctx: TrainContext) -> Engine:
 
         cont = fetch_adapter(eng.adapter.continue_from, cfg) if eng.adapter.continue_from else None
         return AdapterRunner(ctx, eng.adapter, cont)
-    raise DatasetError("spec.engine: the trainer runs only the sentenceTransformers and adapter engines")
+    if eng.llm is not None:
+        from .engine_llm import LlmRunner
+
+        return LlmRunner(ctx, eng.llm)
+    raise DatasetError("spec.engine: the trainer runs only the sentenceTransformers, adapter and llm engines")
 
 
 def make_reporter(cfg: TrainerConfig, out: Output, progress_bar: bool) -> Reporter:
+    if not distributed.is_main():  # one writer of progress and status: rank 0
+        return Reporter([], cfg.report.interval_seconds)
     sinks: list[Sink] = [JsonlSink(out.local / "progress.jsonl")]
     if cfg.report.api_server:
         sinks.append(StatusSink(cfg.report, cfg.job))
     if progress_bar:
         sinks.append(TqdmSink())
     return Reporter(sinks, cfg.report.interval_seconds)
+
+
+def load_train_data(cfg: TrainerConfig, generated: GenerationResult | None) -> tuple[TrainData, TrainData]:
+    """The engine's train and validation data: chat/preference JSONL for llm (checked line by line as it is
+    read), EmbeddingQA datasets for the embedding engines."""
+    if cfg.spec.engine.llm is not None:
+        return load_chat_data(cfg)
+    return load_data(cfg, generated)
+
+
+def validate_data(data: TrainData, name: str) -> dict[str, Any]:
+    if isinstance(data, ChatData):
+        return {"format": data.format, "examples": len(data)}
+    return validate_dataset(data, name).model_dump()
 
 
 def load_data(
@@ -187,8 +214,11 @@ def load_data(
     validate_dataset(train, "train")
     frac = cfg.spec.dataset.validation_split if cfg.spec.dataset is not None else 0.2
     frac = frac if 0 < frac < 1 else 0.2
-    log.info("no validation set given: holding out %.0f%% of the training queries", frac * 100)
-    return split_dataset(train, frac, cfg.spec.seed)
+    from .holdout import split_by_document
+
+    tr, va, how = split_by_document(train, frac, cfg.spec.seed)
+    log.info("no validation set given: held out %d of the training queries, by %s", len(va.queries), how)
+    return tr, va
 
 
 # ---------------------------------------------------------------------------- dataset generation
@@ -301,16 +331,18 @@ def generation_result(cfg: TrainerConfig, res: GenerationResult) -> dict[str, An
 def dataset_result(
     cfg: TrainerConfig,
     generated: GenerationResult | None,
-    train: EmbeddingQADataset | None = None,
-    val: EmbeddingQADataset | None = None,
+    train: TrainData | None = None,
+    val: TrainData | None = None,
 ) -> dict[str, Any]:
     """status.dataset: trainUri, validationUri, trainQueries, validationQueries, corpusSize."""
     if generated is not None:
         uris = (_dataset_uri(cfg, generated.train_path), _dataset_uri(cfg, generated.validation_path))
     else:
         uris = (user_facing(cfg.train), user_facing(cfg.validation))
-    if train is not None and val is not None:
-        counts: tuple[int | None, ...] = (
+    if isinstance(train, ChatData) and isinstance(val, ChatData):
+        counts: tuple[int | None, ...] = (len(train), len(val), None)
+    elif isinstance(train, EmbeddingQADataset) and isinstance(val, EmbeddingQADataset):
+        counts = (
             len(train.queries),
             len(val.queries),
             len(set(train.corpus) | set(val.corpus)),
@@ -339,8 +371,8 @@ def build_result(
     after: dict[str, Any],
     checkpoints: list[dict[str, Any]],
     generated: GenerationResult | None,
-    train: EmbeddingQADataset,
-    val: EmbeddingQADataset,
+    train: TrainData,
+    val: TrainData,
 ) -> dict[str, Any]:
     """The result JSON of a successful run, with the keys the operator's status derivation reads
     (finetune_operator.status.sections): metrics.before/after, trainLoss, samplesPerSecond, wallSeconds,
@@ -350,7 +382,7 @@ def build_result(
         "status": "succeeded",
         "attempt": cfg.attempt,
         "model": {
-            "storageUri": f"{base}/model",
+            "storageUri": "/".join(p for p in (f"{base}/model", getattr(engine, "model_subdir", "")) if p),
             "format": engine.model_format,
             "baseModel": user_facing(engine.base_model),
         },
@@ -366,9 +398,26 @@ def build_result(
     }
     if outcome.resumed_from is not None:
         result["resumedFrom"] = outcome.resumed_from
+    selection_result(result, cfg, outcome, before, after, generated)
     if generated is not None:
         result["generation"] = generation_result(cfg, generated)
     return result
+
+
+def selection_result(
+    result: dict[str, Any],
+    cfg: TrainerConfig,
+    outcome: TrainOutcome,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    generated: GenerationResult | None,
+) -> None:
+    """Validation-driven selection into result.json: best step, curve, whether the model beat its base,
+    where the validation set came from; plus the engine's own figures (frozen pass)."""
+    from .selection import apply_selection
+
+    held_out = (generated.validation_path if generated is not None else cfg.validation) is None
+    apply_selection(result, outcome, before, after, held_out)
 
 
 # ---------------------------------------------------------------------------- the run
@@ -415,12 +464,11 @@ def run(cfg: TrainerConfig, progress_bar: bool = False, stop: StopFlag | None = 
                 return EXIT_OK
         step("fetch data")
         reporter.report({"step": 0, "stage": "data"}, force=True)
-        train, val = load_data(cfg, generated)
+        train, val = load_train_data(cfg, generated)
         step("validate data")
-        tr_rep, va_rep = validate_dataset(train, "train"), validate_dataset(val, "validation")
-        log.info("train: %s; validation: %s", tr_rep.model_dump(), va_rep.model_dump())
+        log.info("train: %s; validation: %s", validate_data(train, "train"), validate_data(val, "validation"))
         out.download_state()
-        ctx = TrainContext(
+        ctx = TrainContext[Any](
             train=train,
             validation=val,
             work_dir=out.local,
@@ -437,10 +485,14 @@ def run(cfg: TrainerConfig, progress_bar: bool = False, stop: StopFlag | None = 
         engine.prepare()
         step("evaluate before")
         reporter.report({"step": 0, "stage": "evaluate"}, force=True)
-        before = engine.evaluate(trained=False)
+        before = engine.evaluate(trained=False) if distributed.is_main() else {}
         log.info("before: %s", before)
         step(TRAIN)
         outcome = engine.train()
+        if not distributed.is_main():  # rank 0 evaluates, saves and writes the result
+            log.info("rank %d: training done", distributed.rank())
+            distributed.shutdown()
+            return EXIT_OK
         step("evaluate after")
         reporter.report(
             {
@@ -461,7 +513,7 @@ def run(cfg: TrainerConfig, progress_bar: bool = False, stop: StopFlag | None = 
         if model_dir.exists():
             shutil.rmtree(model_dir)
         engine.save(model_dir)
-        _artifacts(out.local, outcome.losses, before, after, engine.model_format)
+        _artifacts(out.local, outcome.losses, before, after, engine.model_format, outcome.selection)
         step("write result")
         result = build_result(cfg, engine, outcome, before, after, ctx.checkpoints, generated, train, val)
         out.upload()
@@ -507,18 +559,30 @@ def run(cfg: TrainerConfig, progress_bar: bool = False, stop: StopFlag | None = 
 
 
 def _artifacts(
-    path: Path, losses: list[tuple[int, float]], before: dict[str, Any], after: dict[str, Any], fmt: str
+    path: Path,
+    losses: list[tuple[int, float]],
+    before: dict[str, Any],
+    after: dict[str, Any],
+    fmt: str,
+    selection: dict[str, Any] | None = None,
 ) -> None:
     from .artifacts import write_plot, write_tensorboard
 
     try:
-        write_tensorboard(path / "tensorboard", losses, before, after)
+        write_tensorboard(path / "tensorboard", losses, before, after, selection)
         write_plot(
             path / "training.png",
             losses,
             before,
             after,
-            f"{fmt}: MRR@10 {before['mrrAt10']:.3f} -> {after['mrrAt10']:.3f}",
+            _plot_title(fmt, before, after),
+            selection,
         )
     except Exception:
         log.warning("writing TensorBoard logs / plot failed", exc_info=True)
+
+
+def _plot_title(fmt: str, before: dict[str, Any], after: dict[str, Any]) -> str:
+    if "mrrAt10" in before and "mrrAt10" in after:
+        return f"{fmt}: MRR@10 {before['mrrAt10']:.3f} -> {after['mrrAt10']:.3f}"
+    return f"{fmt}: validation loss {before.get('loss', 0.0):.3f} -> {after.get('loss', 0.0):.3f}"

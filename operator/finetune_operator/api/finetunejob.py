@@ -22,6 +22,7 @@ from .dataset import (
     PvcPath,
 )
 from .engines import (
+    EMBEDDING_ENGINES,
     IN_CLUSTER_ENGINES,
     STORAGE_URI,
     AdapterEngine,
@@ -60,6 +61,7 @@ from .placement import (
 __all__ = [
     "DATA_URL",
     "DEFAULT_QA_PROMPT",
+    "EMBEDDING_ENGINES",
     "IN_CLUSTER_ENGINES",
     "STORAGE_URI",
     "TERMINAL_PHASES",
@@ -108,8 +110,9 @@ class FinetuneJobSpec(KubeModel):
         "json_schema_extra": {
             "x-kubernetes-validations": [
                 {
-                    "rule": "!(has(self.engine.sentenceTransformers) || has(self.engine.adapter)) || (has(self.output) && has(self.dataset))",
-                    "message": "output and dataset are required for in-cluster engines (sentenceTransformers, adapter)",
+                    "rule": "!(has(self.engine.sentenceTransformers) || has(self.engine.adapter) || has(self.engine.llm)) "
+                    "|| (has(self.output) && has(self.dataset))",
+                    "message": "output and dataset are required for in-cluster engines (sentenceTransformers, adapter, llm)",
                 },
                 {
                     "rule": "has(self.dataset) || (has(self.engine.openai) && has(self.engine.openai.startJobId))",
@@ -117,10 +120,18 @@ class FinetuneJobSpec(KubeModel):
                 },
                 {
                     "rule": "!has(self.dataset) || !has(self.dataset.format) || (self.dataset.format == 'chat' ? "
-                    "has(self.engine.openai) : self.dataset.format == 'inputs' ? has(self.engine.gradient) : "
+                    "(has(self.engine.openai) || (has(self.engine.llm) && self.engine.llm.method != 'dpo')) : "
+                    "self.dataset.format == 'preference' ? (has(self.engine.llm) && self.engine.llm.method == 'dpo') : "
+                    "self.dataset.format == 'inputs' ? has(self.engine.gradient) : "
                     "(has(self.engine.sentenceTransformers) || has(self.engine.adapter)))",
                     "message": "dataset.format does not fit the engine (embeddingQA: sentenceTransformers or adapter; "
-                    "chat: openai; inputs: gradient)",
+                    "chat: openai or llm method sft; preference: llm method dpo; inputs: gradient)",
+                },
+                {
+                    "rule": "!has(self.engine.llm) || self.engine.llm.quantization != '4bit' || !has(self.placement) "
+                    "|| !has(self.placement.resources) || !has(self.placement.resources.gpu) "
+                    "|| !has(self.placement.resources.gpu.count) || self.placement.resources.gpu.count > 0",
+                    "message": "engine.llm.quantization 4bit needs a GPU: set placement.resources.gpu.count > 0",
                 },
                 {
                     "rule": "!has(self.dataset) || !has(self.dataset.generate) || has(self.engine.sentenceTransformers) "
@@ -148,7 +159,9 @@ class FinetuneJobSpec(KubeModel):
         kind = self.engine.kind
         if kind in IN_CLUSTER_ENGINES:
             if self.output is None:
-                raise ValueError("output is required for in-cluster engines (sentenceTransformers, adapter)")
+                raise ValueError(
+                    "output is required for in-cluster engines (sentenceTransformers, adapter, llm)"
+                )
             if self.dataset is None:
                 raise ValueError("dataset is required for in-cluster engines")
         elif self.dataset is None and not (
@@ -156,27 +169,43 @@ class FinetuneJobSpec(KubeModel):
         ):
             raise ValueError("dataset is required unless engine.openai.startJobId attaches to a remote job")
         if self.dataset is not None and self.dataset.format is not None:
-            expected = {
-                "sentenceTransformers": "embeddingQA",
-                "adapter": "embeddingQA",
-                "openai": "chat",
-                "gradient": "inputs",
-            }[kind.value]
+            expected = self._default_format()
             if self.dataset.format != expected:
                 raise ValueError(
                     f"dataset.format {self.dataset.format} does not fit engine {kind.value} "
                     f"(expected {expected})"
                 )
-        if self.dataset is not None and self.dataset.generate is not None and kind not in IN_CLUSTER_ENGINES:
+        llm = self.engine.llm
+        if llm is not None and llm.quantization == "4bit" and self.placement.resources.gpu.count == 0:
+            raise ValueError(
+                "engine.llm.quantization 4bit needs a GPU: set placement.resources.gpu.count > 0 "
+                "(bitsandbytes 4-bit runs on CUDA only)"
+            )
+        if self.dataset is not None and self.dataset.generate is not None and kind not in EMBEDDING_ENGINES:
             raise ValueError(
                 "dataset.generate makes embedding data; use it with sentenceTransformers or adapter"
             )
+        world = self.placement.world_size
+        st = self.engine.sentence_transformers
+        if world > 1 and st is not None and st.batch_size % world:
+            raise ValueError(
+                f"engine.sentenceTransformers.batchSize {st.batch_size} is the global batch: it must divide by "
+                f"the world size {world} (placement.nodes x resources.gpu.count)"
+            )
+        if self.placement.distributed and kind not in IN_CLUSTER_ENGINES:
+            raise ValueError("placement.nodes and placement.elastic apply to in-cluster engines only")
         return self
 
     @property
     def dataset_format(self) -> str:
         if self.dataset is not None and self.dataset.format is not None:
             return self.dataset.format
+        return self._default_format()
+
+    def _default_format(self) -> str:
+        """The data format the engine takes (llm: chat for sft, preference for dpo)."""
+        if self.engine.llm is not None:
+            return "preference" if self.engine.llm.method == "dpo" else "chat"
         return {"openai": "chat", "gradient": "inputs"}.get(self.engine.kind.value, "embeddingQA")
 
 

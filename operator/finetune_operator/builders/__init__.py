@@ -13,6 +13,7 @@ from .job import (
 )
 from .mounts import MountPlan, local_model_path, plan_mounts, resolve_output, resolve_source
 from .rbac import build_rbac
+from .service import RDZV_PORT, build_service, multi_pod
 from .trainerconfig import build_config_map, build_trainer_config, render_config
 
 __all__ = [
@@ -23,16 +24,19 @@ __all__ = [
     "POD_FAILURE_RULE_DISRUPTION",
     "POD_FAILURE_RULE_INTERRUPTED",
     "POD_FAILURE_RULE_INVALID",
+    "RDZV_PORT",
     "SA_CA_PATH",
     "SA_TOKEN_MOUNT",
     "SA_TOKEN_PATH",
     "MountPlan",
     "build_config_map",
     "build_rbac",
+    "build_service",
     "build_trainer_config",
     "build_trainer_job",
     "gpu_resource_name",
     "local_model_path",
+    "multi_pod",
     "owner_reference",
     "plan_mounts",
     "render_config",

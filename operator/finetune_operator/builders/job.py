@@ -39,9 +39,11 @@ from ..naming import (
     config_map_name,
     service_account_name,
     trainer_job_name,
+    trainer_service_name,
 )
 from .common import SA_CA_FILE, SA_TOKEN_EXPIRATION_SECONDS, SA_TOKEN_FILE, SA_TOKEN_MOUNT, child_metadata
 from .mounts import OUTPUT_VOLUME, MountPlan, config_map_volume_name, plan_mounts
+from .service import LAUNCHER_MODULE, multi_pod, torchrun_args
 from .trainerconfig import build_trainer_config, render_config, require_in_cluster
 
 CONTAINER_NAME = "trainer"
@@ -58,10 +60,13 @@ POD_FAILURE_RULE_INVALID = 1  # exit 3: invalid config or data, fail the Finetun
 POD_FAILURE_RULE_INTERRUPTED = 2  # exit 4: SIGTERM after a checkpoint, resumable
 
 
-def _pod_failure_policy() -> dict[str, Any]:
+def _pod_failure_policy(elastic: bool = False) -> dict[str, Any]:
+    # elastic multi-pod jobs: a disrupted pod is replaced by the Job controller (same index and hostname)
+    # and rejoins torchrun's rendezvous while the others keep training; everything else ends the attempt
+    disruption = "Ignore" if elastic else "FailJob"
     return {
         "rules": [
-            {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            {"action": disruption, "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
             {
                 "action": "FailJob",
                 "onExitCodes": {"containerName": CONTAINER_NAME, "operator": "In", "values": [EXIT_INVALID]},
@@ -75,6 +80,33 @@ def _pod_failure_policy() -> dict[str, Any]:
                 },
             },
         ]
+    }
+
+
+def _launch(job: FinetuneJob, settings: Settings, attempt: int) -> dict[str, Any]:
+    """command/args of a distributed trainer: torchrun (through finetune_trainer.distributed, which runs
+    torchrun's own main and keeps the workers' exit code) launching `-m finetune_trainer` once per GPU."""
+    if not job.spec.placement.distributed:
+        return {}
+    grace = settings.termination_grace_period_seconds
+    return {
+        "command": ["python", "-m", LAUNCHER_MODULE],
+        "args": [*torchrun_args(job, attempt, grace), "-m", "finetune_trainer", "--config", CONFIG_PATH],
+    }
+
+
+def _completions(job: FinetuneJob) -> dict[str, Any]:
+    """One pod: `backoffLimit: 0`. Several: an Indexed Job, one index per node, where any failed index
+    (`backoffLimitPerIndex: 0`, `maxFailedIndexes: 0`) or FailJob rule ends the attempt."""
+    nodes = job.spec.placement.nodes
+    if not multi_pod(job):
+        return {"parallelism": 1, "completions": 1, "backoffLimit": 0}
+    return {
+        "completionMode": "Indexed",
+        "parallelism": nodes,
+        "completions": nodes,
+        "backoffLimitPerIndex": 0,
+        "maxFailedIndexes": 0,
     }
 
 
@@ -219,6 +251,7 @@ def build_trainer_job(
         "imagePullPolicy": settings.image_pull_policy,
         "args": ["--config", CONFIG_PATH],
         "env": _env(job, settings, attempt),
+        **_launch(job, settings, attempt),
         "resources": _resources(job, settings),
         "volumeMounts": mounts,
         "terminationMessagePath": "/dev/termination-log",
@@ -256,16 +289,17 @@ def build_trainer_job(
         pod_spec["priorityClassName"] = placement.priority_class_name
     if placement.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": s.name} for s in placement.image_pull_secrets]
+    indexed = multi_pod(job)
+    if indexed:
+        pod_spec["subdomain"] = trainer_service_name(name, attempt)
     config_hash = hashlib.sha256(render_config(config).encode()).hexdigest()
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": child_metadata(job, trainer_job_name(name, attempt), job_labels),
         "spec": {
-            "parallelism": 1,
-            "completions": 1,
-            "backoffLimit": 0,
-            "podFailurePolicy": _pod_failure_policy(),
+            **_completions(job),
+            "podFailurePolicy": _pod_failure_policy(indexed and placement.elastic is not None),
             "suspend": kueue,
             "template": {
                 "metadata": {"labels": labels, "annotations": {ANNOTATION_CONFIG_HASH: config_hash}},
