@@ -1,0 +1,316 @@
+"""A type checker for CRD validation rules, just deep enough for cost estimation.
+
+cel-go's coster needs, for every expression, its type (its kind decides whether a select costs 1, and
+whether an iteration range is a list or a map) and, for every call, the overload ids the checker
+resolved (they select the cost formula). Types of `self` / `oldSelf` come from the schema's DeclType.
+When an argument is `dyn`, every overload that could match is kept, as cel-go does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .celast import (
+    Call,
+    Comprehension,
+    Expr,
+    Ident,
+    ListLit,
+    Literal,
+    MapLit,
+    Select,
+)
+from .decltypes import DeclType
+
+
+class CelCheckError(ValueError):
+    """The rule does not type-check against the schema (the server answers `compilation failed`)."""
+
+
+@dataclass(frozen=True, eq=False)
+class CelType:
+    kind: str  # bool int uint double string bytes duration timestamp null list map object dyn type
+    params: tuple[CelType, ...] = ()
+    decl: DeclType | None = None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CelType) and self.kind == other.kind and self.params == other.params
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.params))
+
+
+def simple(kind: str) -> CelType:
+    return CelType(kind)
+
+
+DYN, BOOL, INT, UINT, DOUBLE = simple("dyn"), simple("bool"), simple("int"), simple("uint"), simple("double")
+STRING, BYTES, NULL, TYPE = simple("string"), simple("bytes"), simple("null"), simple("type")
+DURATION, TIMESTAMP = simple("duration"), simple("timestamp")
+
+
+def list_of(elem: CelType) -> CelType:
+    return CelType("list", (elem,))
+
+
+def map_of(key: CelType, val: CelType) -> CelType:
+    return CelType("map", (key, val))
+
+
+def from_decl(d: DeclType) -> CelType:
+    if d.kind == "list":
+        assert d.elem is not None
+        return CelType("list", (from_decl(d.elem),), d)
+    if d.kind == "map":
+        assert d.elem is not None
+        return CelType("map", (STRING, from_decl(d.elem)), d)
+    if d.kind == "object":
+        return CelType("object", (), d)
+    return CelType(d.kind, (), d)
+
+
+_NUM = {"int": "int64", "uint": "uint64", "double": "double"}
+_ORDERED = {
+    **_NUM,
+    "bool": "bool",
+    "string": "string",
+    "bytes": "bytes",
+    "timestamp": "timestamp",
+    "duration": "duration",
+}
+_CMP = {"_<_": "less", "_<=_": "less_equals", "_>_": "greater", "_>=_": "greater_equals"}
+_ARITH = {"_-_": "subtract", "_*_": "multiply", "_/_": "divide", "_%_": "modulo"}
+_TYPE_NAMES = {"bool", "int", "uint", "double", "string", "bytes", "list", "map", "null_type", "type", "dyn"}
+# functions whose result type we know; everything else is typed dyn with an O(1) overload
+_STRING_RESULT = {
+    "lowerAscii",
+    "upperAscii",
+    "trim",
+    "substring",
+    "replace",
+    "charAt",
+    "format",
+    "reverse",
+    "quote",
+    "join",
+}
+_INT_RESULT = {"indexOf", "lastIndexOf", "size"}
+_BOOL_RESULT = {
+    "contains",
+    "startsWith",
+    "endsWith",
+    "matches",
+    "isSorted",
+    "isURL",
+    "isQuantity",
+    "isIP",
+    "isCIDR",
+}
+
+
+def _kind_is(t: CelType, *kinds: str) -> bool:
+    return t.kind == "dyn" or t.kind in kinds
+
+
+def _join(a: CelType, b: CelType) -> CelType:
+    if a.kind == "dyn" or a == b:
+        return b if a.kind == "dyn" else a
+    if b.kind == "dyn":
+        return a
+    if a.kind == b.kind == "list":
+        return list_of(_join(a.params[0], b.params[0]))
+    return DYN
+
+
+def resolve(fn: str, target: CelType | None, args: list[CelType]) -> tuple[list[str], CelType]:
+    """Overload ids (cel-go common/overloads names) and result type of one call."""
+    if fn in ("_==_", "_!=_"):
+        return (["equals"] if fn == "_==_" else ["not_equals"]), BOOL
+    if fn in _CMP:
+        a, b = args
+        ids = [
+            f"{_CMP[fn]}_{_ORDERED[x]}" + ("" if x == y else f"_{_ORDERED[y]}")
+            for x in _ORDERED
+            for y in _ORDERED
+            if _kind_is(a, x) and _kind_is(b, y) and (x == y or (x in _NUM and y in _NUM))
+        ]
+        return ids or [f"{_CMP[fn]}_dyn"], BOOL
+    if fn == "_+_":
+        a, b = args
+        ids, result = [], DYN
+        for k, oid in (("int", "add_int64"), ("uint", "add_uint64"), ("double", "add_double"),
+                       ("string", "add_string"), ("bytes", "add_bytes"), ("list", "add_list")):  # fmt: skip
+            if _kind_is(a, k) and _kind_is(b, k):
+                ids.append(oid)
+                result = _join(a, b) if k == "list" else simple(k)
+        if _kind_is(a, "timestamp") and _kind_is(b, "duration"):
+            ids.append("add_timestamp_duration")
+        if _kind_is(a, "duration") and _kind_is(b, "timestamp", "duration"):
+            ids.append("add_duration_timestamp" if b.kind == "timestamp" else "add_duration_duration")
+        if len(ids) != 1:
+            result = DYN if a.kind == "dyn" or b.kind == "dyn" else a
+        return ids or ["add_dyn"], result
+    if fn in _ARITH:
+        a = args[0]
+        return [f"{_ARITH[fn]}_{_NUM.get(a.kind, a.kind)}"], (a if a.kind != "timestamp" else DURATION)
+    if fn == "-_":
+        return [f"negate_{_NUM.get(args[0].kind, args[0].kind)}"], args[0]
+    if fn == "!_":
+        return ["logical_not"], BOOL
+    if fn == "_&&_":
+        return ["logical_and"], BOOL
+    if fn == "_||_":
+        return ["logical_or"], BOOL
+    if fn == "@not_strictly_false":
+        return ["not_strictly_false"], BOOL
+    if fn == "_?_:_":
+        return ["conditional"], _join(args[1], args[2])
+    if fn == "_[_]":
+        a = args[0]
+        if a.kind == "list":
+            return ["index_list"], a.params[0]
+        if a.kind == "map":
+            return ["index_map"], a.params[1]
+        return ["index_list", "index_map"], DYN
+    if fn == "@in":
+        b = args[1]
+        if b.kind == "list":
+            return ["in_list"], BOOL
+        if b.kind == "map":
+            return ["in_map"], BOOL
+        return ["in_list", "in_map"], BOOL
+    recv = target if target is not None else (args[0] if args else None)
+    rk = recv.kind if recv is not None else "dyn"
+    member = target is not None
+    if fn == "size":
+        kinds = ["string", "bytes", "list", "map"] if rk == "dyn" else [rk]
+        return [f"{k}_size" if member else f"size_{k}" for k in kinds], INT
+    if fn == "contains" and member:
+        return ["contains_string"], BOOL
+    if fn in ("startsWith", "endsWith") and member:
+        return [("starts_with" if fn == "startsWith" else "ends_with") + "_string"], BOOL
+    if fn == "matches":
+        return (["matches_string"] if member else ["matches"]), BOOL
+    if fn == "bytes" and not member:
+        return (["string_to_bytes"] if rk in ("string", "dyn") else [f"{rk}_to_bytes"]), BYTES
+    if fn == "string" and not member:
+        return (["bytes_to_string"] if rk == "bytes" else [f"{rk}_to_string"]), STRING
+    if fn in ("int", "uint", "double") and not member:
+        return [f"{rk}_to_{_NUM[fn]}"], simple(fn)
+    if fn == "dyn" and not member:
+        return ["to_dyn"], args[0] if args else DYN
+    if fn == "type" and not member:
+        return ["type"], TYPE
+    if fn == "format" and member:
+        return ["string_format"], STRING
+    if fn == "quote" and isinstance(target, CelType) and target.kind == "strings":
+        return ["strings_quote"], STRING
+    if fn == "split":
+        return [f"string_split{'_limit' if len(args) > 1 else ''}"], list_of(STRING)
+    if fn in ("find",):
+        return ["find"], STRING
+    if fn in ("findAll",):
+        return ["find_all"], list_of(STRING)
+    if fn in ("sum", "min", "max") and recv is not None and recv.kind == "list":
+        return [f"list_{fn}"], recv.params[0]
+    if fn in _STRING_RESULT:
+        return [f"{rk}_{fn}"], STRING
+    if fn in _INT_RESULT:
+        return [f"{rk}_{fn}"], INT
+    if fn in _BOOL_RESULT:
+        return [f"{rk}_{fn}"], BOOL
+    if fn == "timestamp":
+        return ["string_to_timestamp"], TIMESTAMP
+    if fn == "duration":
+        return ["string_to_duration"], DURATION
+    return [f"{fn}_{rk}"], DYN
+
+
+class Checker:
+    """Assigns a CelType to every expression and overload ids to every call."""
+
+    def __init__(self, root: DeclType) -> None:
+        self.root = from_decl(root)
+        self.types: dict[Expr, CelType] = {}
+        self.overloads: dict[Expr, list[str]] = {}
+        self._scopes: list[dict[str, CelType]] = [{"self": self.root, "oldSelf": self.root}]
+        self.uses_old_self = False
+
+    def check(self, e: Expr) -> CelType:
+        t = self._check(e)
+        self.types[e] = t
+        return t
+
+    def _lookup(self, name: str) -> CelType | None:
+        for scope in reversed(self._scopes):
+            if name in scope:
+                return scope[name]
+        return None
+
+    def _check(self, e: Expr) -> CelType:
+        if isinstance(e, Literal):
+            return simple(e.kind)
+        if isinstance(e, Ident):
+            t = self._lookup(e.name)
+            if t is not None:
+                self.uses_old_self |= e.name == "oldSelf"
+                return t
+            if e.name in _TYPE_NAMES:
+                return TYPE
+            if e.name == "strings":
+                return CelType("strings")
+            raise CelCheckError(f"undeclared reference to '{e.name}'")
+        if isinstance(e, Select):
+            op = self.check(e.operand)
+            if op.kind == "object":
+                assert op.decl is not None
+                ft = op.decl.fields.get(e.field)
+                if ft is None:
+                    raise CelCheckError(f"undefined field '{e.field}'")
+                return BOOL if e.test_only else from_decl(ft)
+            if op.kind == "map":
+                return BOOL if e.test_only else op.params[1]
+            if op.kind == "dyn":
+                return BOOL if e.test_only else DYN
+            raise CelCheckError(f"type '{op.kind}' does not support field selection")
+        if isinstance(e, ListLit):
+            elem = DYN
+            for x in e.elements:
+                elem = _join(elem, self.check(x))
+            return list_of(elem)
+        if isinstance(e, MapLit):
+            k, v = DYN, DYN
+            for ke, ve in e.entries:
+                k, v = _join(k, self.check(ke)), _join(v, self.check(ve))
+            return map_of(k, v)
+        if isinstance(e, Call):
+            target = self.check(e.target) if e.target is not None else None
+            args = [self.check(a) for a in e.args]
+            ids, result = resolve(e.function, target, args)
+            self.overloads[e] = ids
+            return result
+        if isinstance(e, Comprehension):
+            return self._comprehension(e)
+        raise CelCheckError(f"unsupported expression {type(e).__name__}")
+
+    def _comprehension(self, e: Comprehension) -> CelType:
+        rng = self.check(e.iter_range)
+        if rng.kind in {"list", "map"}:
+            var = rng.params[0]
+        elif rng.kind == "dyn":
+            var = DYN
+        else:
+            raise CelCheckError(f"expression of type '{rng.kind}' cannot be range of a comprehension")
+        accu = self.check(e.accu_init)
+        for _ in range(2):  # a second pass once the accumulator's element type is known (map/filter)
+            self._scopes.append({e.accu_var: accu, e.iter_var: var})
+            self.check(e.loop_condition)
+            step = self.check(e.loop_step)
+            self._scopes.pop()
+            if step == accu or step.kind == "dyn":
+                break
+            accu = _join(accu, step)
+        self._scopes.append({e.accu_var: accu})
+        result = self.check(e.result)
+        self._scopes.pop()
+        return result

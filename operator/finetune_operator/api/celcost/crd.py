@@ -1,0 +1,252 @@
+"""Walk a CRD's schemas the way apiextensions validation does and check every rule's estimated cost.
+
+Follows `validateCustomResourceDefinitionOpenAPISchema` and `cel_validation.go`: children are visited
+before a node's own rules; each node's cardinality is the product of the maxItems / maxProperties of the
+lists and maps above it (unbounded as soon as one of them has no bound, in which case the rule's own
+worst case `3 MiB / (min serialized size + 1)` is used); a rule's cost is its CEL cost times that
+cardinality; the per-schema total and the four most expensive rules (of at least 1% of the total's
+limit) make the whole-schema errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .celast import CelSyntaxError, parse
+from .checker import CelCheckError, Checker
+from .coster import MAX_U64, estimate_max_cost
+from .decltypes import DeclType, max_cardinality, schema_decl_type
+
+STATIC_ESTIMATED_COST_LIMIT = 10_000_000
+STATIC_ESTIMATED_CRD_COST_LIMIT = 100_000_000
+_HINT = (
+    "(try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, "
+    "and strings are declared)"
+)
+_CONTRIBUTED = "contributed to estimated rule cost total exceeding cost limit for entire OpenAPIv3 schema"
+
+
+@dataclass(frozen=True)
+class RuleCost:
+    """One rule (or messageExpression) and its estimated cost against the per-expression limit."""
+
+    path: str
+    rule: str
+    cost: int
+    limit: int
+
+    @property
+    def over(self) -> bool:
+        return self.cost > self.limit
+
+
+@dataclass(frozen=True)
+class SchemaCost:
+    """The estimated total of every rule in one OpenAPI v3 schema, against the per-CRD limit."""
+
+    path: str
+    total: int
+    limit: int = STATIC_ESTIMATED_CRD_COST_LIMIT
+
+
+@dataclass
+class CrdCostReport:
+    rules: list[RuleCost] = field(default_factory=list)
+    schemas: list[SchemaCost] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def cost_factor(cost: int, limit: int) -> str:
+    """`getCostErrorMessage`'s factor: more than 100x, %f below 1.5x, %.1f otherwise."""
+    factor = float(cost) / float(limit)
+    if factor > 100.0:
+        return "more than 100x"
+    if factor < 1.5:
+        return f"{factor:f}x"
+    return f"{factor:.1f}x"
+
+
+def cost_error_message(name: str, cost: int, limit: int) -> str:
+    return f"{name} exceeds budget by factor of {cost_factor(cost, limit)} {_HINT}"
+
+
+def _mul_guard(base: int, cardinality: int) -> int:
+    if base == 0:
+        return 0
+    return MAX_U64 if MAX_U64 // base < cardinality else base * cardinality
+
+
+def _max_elements(s: Mapping[str, Any]) -> int | None:
+    """extractMaxElements: the factor by which a schema multiplies its children (None: unbounded)."""
+    kind = s.get("type")
+    if kind == "object":
+        if s.get("additionalProperties") is not None:
+            return max(int(s["maxProperties"]), 0) if s.get("maxProperties") is not None else None
+        return 1
+    if kind == "array":
+        return max(int(s["maxItems"]), 0) if s.get("maxItems") is not None else None
+    return 1
+
+
+@dataclass
+class _Walk:
+    report: CrdCostReport
+    suppress_per_expression: bool
+    total: int = 0
+    most_expensive: list[tuple[str, int]] = field(default_factory=list)
+
+    def observe(self, path: str, cost: int) -> None:
+        self.total = min(self.total + cost, MAX_U64)
+        if cost < STATIC_ESTIMATED_CRD_COST_LIMIT // 100:  # < 1% of the total's limit
+            return
+        self.most_expensive.append((path, cost))
+        self.most_expensive.sort(key=lambda pc: pc[1], reverse=True)
+        del self.most_expensive[4:]
+
+    def visit(self, s: Mapping[str, Any], path: str, cardinality: int | None, is_root: bool) -> None:
+        def child_card() -> int | None:
+            if cardinality is None:
+                return None
+            m = _max_elements(s)
+            return None if m is None else _mul_guard(cardinality, m) if cardinality else 0
+
+        extra = s.get("additionalProperties")
+        if isinstance(extra, Mapping):
+            self.visit(extra, f"{path}.additionalProperties", child_card(), False)
+        for name, prop in (s.get("properties") or {}).items():
+            if isinstance(prop, Mapping):
+                self.visit(prop, f"{path}.properties[{name}]", child_card(), False)
+        items = s.get("items")
+        if isinstance(items, Mapping):
+            self.visit(items, f"{path}.items", child_card(), False)
+        rules = s.get("x-kubernetes-validations") or []
+        if rules:
+            self.rules(s, path, cardinality, is_root or bool(s.get("x-kubernetes-embedded-resource")), rules)
+
+    def rules(
+        self,
+        s: Mapping[str, Any],
+        path: str,
+        cardinality: int | None,
+        is_root: bool,
+        rules: list[Mapping[str, Any]],
+    ) -> None:
+        decl = schema_decl_type(s, is_root)
+        if decl is None:
+            self.report.errors.append(
+                f"{path}.x-kubernetes-validations: Internal error: internal error: failed to retrieve type "
+                "information for x-kubernetes-validations"
+            )
+            return
+        for i, rule in enumerate(rules):
+            rule_path = f"{path}.x-kubernetes-validations[{i}]"
+            text = str(rule.get("rule", "")).strip()
+            if not text:
+                continue
+            try:
+                base = _expression_cost(text, decl, want="bool")
+            except (CelSyntaxError, CelCheckError) as exc:
+                self.report.errors.append(
+                    f"{rule_path}.rule: Invalid value: {text!r}: compilation failed: {exc}"
+                )
+                continue
+            card = cardinality if cardinality is not None else max_cardinality(decl.min_serialized_size)
+            self._expression(f"{rule_path}.rule", text, _mul_guard(base, card))
+            message_expr = str(rule.get("messageExpression", "")).strip()
+            if message_expr:
+                try:
+                    msg_cost = _expression_cost(message_expr, decl, want="string")
+                except (CelSyntaxError, CelCheckError) as exc:
+                    self.report.errors.append(
+                        f"{rule_path}.messageExpression: Invalid value: {message_expr!r}: "
+                        f"messageExpression compilation failed: {exc}"
+                    )
+                    continue
+                # the server does not multiply messageExpression costs by the cardinality
+                self._expression(
+                    f"{rule_path}.messageExpression", message_expr, msg_cost, "messageExpression"
+                )
+
+    def _expression(self, path: str, text: str, cost: int, what: str = "rule") -> None:
+        self.report.rules.append(RuleCost(path, text, cost, STATIC_ESTIMATED_COST_LIMIT))
+        if not self.suppress_per_expression and cost > STATIC_ESTIMATED_COST_LIMIT:
+            msg = cost_error_message(f"estimated {what} cost", cost, STATIC_ESTIMATED_COST_LIMIT)
+            self.report.errors.append(f"{path}: Forbidden: {msg}")
+        self.observe(path, cost)
+
+
+def _expression_cost(text: str, decl: DeclType, want: str) -> int:
+    expr = parse(text)
+    checker = Checker(decl)
+    out = checker.check(expr)
+    if out.kind not in (want, "dyn") and not (want == "string" and out.kind == "list"):
+        raise CelCheckError(f"cel expression must evaluate to a {want}")
+    return estimate_max_cost(checker, decl, expr)
+
+
+def estimate_expression(rule: str, schema: Mapping[str, Any], is_root: bool = False) -> int:
+    """The CEL cost of one rule on one schema node, before the cardinality multiplier."""
+    decl = schema_decl_type(schema, is_root)
+    if decl is None:
+        raise CelCheckError("the schema is not exposed to CEL")
+    return _expression_cost(rule, decl, want="bool")
+
+
+def _schemas(crd: Mapping[str, Any]) -> list[tuple[str, str, Mapping[str, Any]]]:
+    """(schema path, version name, openAPIV3Schema) as the server names them after conversion.
+
+    The internal API hoists per-version schemas that are all identical into spec.validation (a CRD
+    with one version always lands there), so the server prints `spec.validation.openAPIV3Schema`;
+    differing per-version schemas are validated at `spec.versions[i].schema.openAPIV3Schema`.
+    """
+    spec = crd.get("spec") or {}
+    top = (spec.get("validation") or {}).get("openAPIV3Schema")
+    if isinstance(top, Mapping):
+        return [("spec.validation.openAPIV3Schema", "", top)]
+    versions = spec.get("versions") or []
+    schemas = [((v.get("schema") or {}).get("openAPIV3Schema"), v.get("name", "")) for v in versions]
+    if (
+        schemas
+        and all(isinstance(s, Mapping) for s, _ in schemas)
+        and all(s == schemas[0][0] for s, _ in schemas)
+    ):
+        return [("spec.validation.openAPIV3Schema", "", schemas[0][0])]  # type: ignore[list-item]
+    return [
+        (f"spec.versions[{i}].schema.openAPIV3Schema", name, s)
+        for i, (s, name) in enumerate(schemas)
+        if isinstance(s, Mapping)
+    ]
+
+
+def estimate_crd(crd: Mapping[str, Any], old_crd: Mapping[str, Any] | None = None) -> CrdCostReport:
+    """Every rule's estimated cost, and the errors a kube-apiserver would answer to this CRD.
+
+    With `old_crd` (an update), per-expression errors are suppressed for schemas that did not change,
+    as the server does (suppressExpressionCostForUnchangedSchema); the per-schema total still applies.
+    """
+    report = CrdCostReport()
+    old = {name or path: s for path, name, s in _schemas(old_crd)} if old_crd is not None else {}
+    for path, name, schema in _schemas(crd):
+        walk = _Walk(report, suppress_per_expression=old.get(name or path) == schema)
+        walk.visit(schema, path, 1, True)
+        report.schemas.append(SchemaCost(path, walk.total))
+        if walk.total > STATIC_ESTIMATED_CRD_COST_LIMIT:
+            report.errors.extend(f"{p}: Forbidden: {_CONTRIBUTED}" for p, _ in walk.most_expensive)
+            msg = cost_error_message(
+                "x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema",
+                walk.total,
+                STATIC_ESTIMATED_CRD_COST_LIMIT,
+            )
+            report.errors.append(f"{path}: Forbidden: {msg}")
+    return report
+
+
+def check_crd(crd: Mapping[str, Any], old_crd: Mapping[str, Any] | None = None) -> list[str]:
+    """Just the errors of `estimate_crd` (empty when the server would accept the CRD's rules)."""
+    return estimate_crd(crd, old_crd).errors
