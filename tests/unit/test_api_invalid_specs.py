@@ -1,5 +1,9 @@
 """Invalid FinetuneJob specs are refused by BOTH layers: the CRD schema (structural + CEL, as the API
-server would) and the pydantic models (with a message naming the field path)."""
+server would) and the pydantic models (with a message naming the field path).
+
+The server side runs in both `fieldValidation` modes that matter: Strict (kubectl) and Warn (the default of
+every other client). To add a case, append `(id, base factory, mutation, field path)` to CASES; a case that
+is refused only because its field is unknown also goes into PRUNED_IN_WARN."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.crdcheck import validate
+from tests.crdcheck import check, validate
 
 from finetune_operator.api import SpecError, parse_job, parse_quota
 
@@ -68,6 +72,14 @@ def generate_job() -> dict[str, Any]:
             "llm": {"baseUrl": "http://vllm.llm:8000/v1", "model": "qwen"},
         }
     }
+    return job
+
+
+def llm_job() -> dict[str, Any]:
+    job = st_job()
+    job["spec"]["engine"] = {"llm": {"baseModel": "pvc://models/qwen2.5-0.5b-instruct"}}
+    job["spec"]["dataset"] = {"train": {"configMap": {"name": "chat", "key": "train.jsonl"}}}
+    job["spec"]["placement"] = {"resources": {"gpu": {"count": 1}}}
     return job
 
 
@@ -320,29 +332,185 @@ CASES: list[tuple[str, Callable[[], dict[str, Any]], Mutation, str]] = [
     ),
     ("suspend-as-string", st_job, _set("spec.runPolicy", {"suspend": "yes"}), "spec.runPolicy.suspend"),
     ("unknown-spec-field", st_job, _set("spec.epochs", 3), "spec.epochs"),
+    ("llm-unknown-method", llm_job, _set("spec.engine.llm.method", "ppo"), "spec.engine.llm.method"),
+    ("llm-zero-rank", llm_job, _set("spec.engine.llm.lora", {"rank": 0}), "spec.engine.llm.lora.rank"),
+    (
+        "llm-dropout-one",
+        llm_job,
+        _set("spec.engine.llm.lora", {"dropout": 1.0}),
+        "spec.engine.llm.lora.dropout",
+    ),
+    (
+        "llm-bad-target-module",
+        llm_job,
+        _set("spec.engine.llm.lora", {"targetModules": ["q proj"]}),
+        "spec.engine.llm.lora.targetModules[0]",
+    ),
+    ("llm-8bit", llm_job, _set("spec.engine.llm.quantization", "8bit"), "spec.engine.llm.quantization"),
+    ("llm-no-base-model", llm_job, _del("spec.engine.llm.baseModel"), "spec.engine.llm.baseModel"),
+    ("llm-zero-epochs", llm_job, _set("spec.engine.llm.epochs", 0), "spec.engine.llm.epochs"),
+    ("llm-tiny-seq-length", llm_job, _set("spec.engine.llm.maxSeqLength", 4), "spec.engine.llm.maxSeqLength"),
+    ("llm-no-output", llm_job, _del("spec.output"), "spec"),
+    ("llm-embedding-data", llm_job, _set("spec.dataset.format", "embeddingQA"), "spec"),
+    ("llm-sft-with-preference-data", llm_job, _set("spec.dataset.format", "preference"), "spec"),
+    ("openai-with-preference-data", openai_job, _set("spec.dataset.format", "preference"), "spec"),
 ]
+
+
+def _dpo_with_chat_data(obj: dict[str, Any]) -> None:
+    obj["spec"]["engine"]["llm"]["method"] = "dpo"
+    obj["spec"]["dataset"]["format"] = "chat"
+
+
+def _llm_generate(obj: dict[str, Any]) -> None:
+    obj["spec"]["dataset"] = generate_job()["spec"]["dataset"]
+
+
+def _llm_4bit_on_cpu(obj: dict[str, Any]) -> None:
+    obj["spec"]["engine"]["llm"]["quantization"] = "4bit"
+    obj["spec"]["placement"] = {"resources": {"gpu": {"count": 0}, "cpu": "8"}}
+
+
+CASES += [
+    ("llm-dpo-with-chat-data", llm_job, _dpo_with_chat_data, "spec"),
+    ("llm-generate", llm_job, _llm_generate, "spec"),
+    ("llm-4bit-on-cpu", llm_job, _llm_4bit_on_cpu, "spec"),
+]
+
+
+def _many_documents(obj: dict[str, Any]) -> None:
+    obj["spec"]["dataset"]["generate"]["documents"] = [
+        {"configMap": {"name": "docs", "key": f"doc-{i}.md"}} for i in range(65)
+    ]
+
+
+# Bounds (maxLength / maxItems / maxProperties) and inline credentials.
+CASES += [
+    (
+        "secret-name-too-long",
+        openai_job,
+        _set("spec.engine.openai.apiKeySecretRef", {"name": "a" * 254, "key": "k"}),
+        "spec.engine.openai.apiKeySecretRef.name",
+    ),
+    (
+        "storage-uri-too-long",
+        st_job,
+        _set("spec.output.storageUri", "s3://bucket/" + "x" * 2048),
+        "spec.output.storageUri",
+    ),
+    ("too-many-documents", generate_job, _many_documents, "spec.dataset.generate.documents"),
+    (
+        "prompt-too-long",
+        generate_job,
+        _set(
+            "spec.dataset.generate.promptTemplate",
+            "{context_str} {num_questions_per_chunk} " + "x" * 40000,
+        ),
+        "spec.dataset.generate.promptTemplate",
+    ),
+    (
+        "label-value-too-long",
+        st_job,
+        _set("spec.placement", {"nodeSelector": {"pool": "x" * 64}}),
+        "spec.placement.nodeSelector.pool",
+    ),
+    (
+        "too-many-node-labels",
+        st_job,
+        _set("spec.placement", {"nodeSelector": {f"k{i}": "v" for i in range(65)}}),
+        "spec.placement.nodeSelector",
+    ),
+    ("openai-inline-token", openai_job, _set("spec.engine.openai.token", "sk-1"), "spec.engine.openai.token"),
+    (
+        "openai-endpoint-inline-api-key",
+        openai_job,
+        _set("spec.engine.openai.endpoint", {"apiKey": "sk-1"}),
+        "spec.engine.openai.endpoint.apiKey",
+    ),
+    (
+        "gradient-inline-token-short-name",
+        gradient_job,
+        _set("spec.engine.gradient.token", "tok"),
+        "spec.engine.gradient.token",
+    ),
+    (
+        "generate-llm-inline-api-key",
+        generate_job,
+        _set("spec.dataset.generate.llm.apiKey", "sk-1"),
+        "spec.dataset.generate.llm.apiKey",
+    ),
+    (
+        "generate-llm-inline-token",
+        generate_job,
+        _set("spec.dataset.generate.llm.token", "sk-1"),
+        "spec.dataset.generate.llm.token",
+    ),
+    (
+        "s3-inline-access-key-id",
+        st_job,
+        _set("spec.s3", {"accessKeyId": "AKIA0000"}),
+        "spec.s3.accessKeyId",
+    ),
+    (
+        "s3-inline-secret-access-key",
+        st_job,
+        _set("spec.s3", {"secretAccessKey": "wJalr"}),
+        "spec.s3.secretAccessKey",
+    ),
+    (
+        "s3-inline-session-token",
+        st_job,
+        _set("spec.s3", {"sessionToken": "FQoG"}),
+        "spec.s3.sessionToken",
+    ),
+]
+
+# Cases refused only because a field is unknown. A real API server in fieldValidation=Warn (the default of
+# controllers, GitOps tools and client libraries) prunes such a field with a warning and stores the rest, so
+# the operator only ever sees the pruned object, which is valid. kubectl sends Strict and gets the error.
+PRUNED_IN_WARN = {"unknown-spec-field"}
+
+MODES = ("Strict", "Warn")
 
 
 def test_table_is_large_enough() -> None:
     assert len(CASES) >= 30
     assert len({c[0] for c in CASES}) == len(CASES)
+    assert {c[0] for c in CASES} >= PRUNED_IN_WARN
 
 
-@pytest.mark.parametrize("base", [st_job, openai_job, gradient_job, generate_job])
-def test_valid_bases_pass_both_layers(base: Callable[[], dict[str, Any]]) -> None:
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("base", [st_job, openai_job, gradient_job, generate_job, llm_job])
+def test_valid_bases_pass_both_layers(base: Callable[[], dict[str, Any]], mode: str) -> None:
     body = base()
-    assert validate(body, JOB_CRD) == []
+    result = check(body, JOB_CRD, field_validation=mode)
+    assert result.errors == [] and result.warnings == []
     parse_job(body)
+    parse_job(result.obj)  # the object the server stores, defaults applied
 
 
+def _names(errors: list[str], field: str) -> bool:
+    """Whether a server error names `field` (or a field below it)."""
+    return any(
+        e.split(": ", 1)[0].startswith(field) or e.startswith(f'unknown field "{field}') for e in errors
+    )
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(("case", "base", "mutate", "field"), CASES, ids=[c[0] for c in CASES])
 def test_invalid_spec_refused_by_both_layers(
-    case: str, base: Callable[[], dict[str, Any]], mutate: Mutation, field: str
+    case: str, base: Callable[[], dict[str, Any]], mutate: Mutation, field: str, mode: str
 ) -> None:
     body = base()
     mutate(body)
-    crd_errors = validate(body, JOB_CRD)
-    assert crd_errors, f"{case}: the CRD schema accepted an invalid spec"
+    result = check(body, JOB_CRD, field_validation=mode)
+    if mode == "Warn" and case in PRUNED_IN_WARN:
+        assert result.errors == [], f"{case}: {result.errors}"
+        assert f'unknown field "{field}"' in result.warnings
+        parse_job(result.obj)  # what the operator reads back is valid
+    else:
+        assert result.errors, f"{case}: the CRD schema accepted an invalid spec in {mode} mode"
+        assert _names(result.errors, field), f"{case}: {result.errors} do not name {field}"
     with pytest.raises(SpecError) as info:
         parse_job(body)
     assert field in info.value.fields, f"{case}: {info.value.fields} does not name {field}"
@@ -362,12 +530,38 @@ def test_immutable_after_start_except_run_policy() -> None:
     assert validate(changed, JOB_CRD, not_started) == []
 
 
-def test_inline_secret_message_says_use_a_secret() -> None:
+def _refused_fields(node: dict[str, Any], path: str, out: list[str]) -> None:
+    if any(r.get("rule") == "false" for r in node.get("x-kubernetes-validations", [])):
+        out.append(path)
+    for key, sub in node.get("properties", {}).items():
+        _refused_fields(sub, f"{path}.{key}" if path else key, out)
+    if isinstance(node.get("items"), dict):
+        _refused_fields(node["items"], f"{path}[0]", out)
+
+
+def test_every_declared_credential_field_is_in_the_table() -> None:
+    schema = JOB_CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    declared: list[str] = []
+    _refused_fields(schema, "", declared)
+    assert len(declared) >= 10
+    covered = {c[3] for c in CASES}
+    assert [f for f in declared if f not in covered] == []
+
+
+@pytest.mark.parametrize("mode", ("Strict", "Warn", "Ignore"))
+def test_inline_secret_message_says_use_a_secret_key_ref(mode: str) -> None:
     body = openai_job()
     body["spec"]["engine"]["openai"]["apiKey"] = "sk-live-123"
+    result = check(body, JOB_CRD, field_validation=mode)
+    assert result.warnings == []  # declared, so never silently pruned
+    assert len(result.errors) == 1
+    assert result.errors[0].startswith("spec.engine.openai.apiKey: ")
+    assert "use a secretKeyRef (apiKeySecretRef" in result.errors[0]
+    assert "sk-live-123" not in str(result.status("FinetuneJob", "finetune.dev", "job"))
     with pytest.raises(SpecError) as info:
         parse_job(body)
-    assert "Secret" in str(info.value)
+    assert info.value.fields == ["spec.engine.openai.apiKey"]
+    assert "use a secretKeyRef (apiKeySecretRef" in str(info.value)
     assert "sk-live-123" not in str(info.value)
 
 
@@ -388,15 +582,24 @@ QUOTA_CASES: list[tuple[str, dict[str, Any], str]] = [
 ]
 
 
+QUOTA_PRUNED_IN_WARN = {"unknown-limit"}
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(("case", "spec", "field"), QUOTA_CASES, ids=[c[0] for c in QUOTA_CASES])
-def test_invalid_quota_refused_by_both_layers(case: str, spec: dict[str, Any], field: str) -> None:
+def test_invalid_quota_refused_by_both_layers(case: str, spec: dict[str, Any], field: str, mode: str) -> None:
     body = {
         "apiVersion": "finetune.dev/v1alpha1",
         "kind": "TrainingQuota",
         "metadata": {"name": "q"},
         "spec": spec,
     }
-    assert validate(body, QUOTA_CRD), case
+    result = check(body, QUOTA_CRD, field_validation=mode)
+    if mode == "Warn" and case in QUOTA_PRUNED_IN_WARN:
+        assert result.errors == [] and f'unknown field "{field}"' in result.warnings
+        parse_quota(result.obj)
+    else:
+        assert _names(result.errors, field), f"{case}: {result.errors}"
     with pytest.raises(SpecError) as info:
         parse_quota(body)
     assert field in info.value.fields

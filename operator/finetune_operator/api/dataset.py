@@ -14,19 +14,19 @@ DATA_URL = r"^(https?://[^\s]+|s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9]/[^\s]+)$"
 class PvcPath(KubeModel):
     """A file or directory on a PersistentVolumeClaim."""
 
-    model_config = KubeModel.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                {"rule": "!self.path.contains('..')", "message": "path must not contain '..'"},
-            ]
-        }
-    }
-
     claim_name: str = Field(
         description="Name of the PersistentVolumeClaim.", max_length=MAX_NAME, pattern=DNS_SUBDOMAIN
     )
     path: str = Field(
-        description="Path inside the volume.", min_length=1, max_length=1024, pattern=r"^[^\s]+$"
+        description="Path inside the volume.",
+        min_length=1,
+        max_length=1024,
+        pattern=r"^[^\s]+$",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "!self.contains('..')", "message": "path must not contain '..'"}
+            ]
+        },
     )
 
     @field_validator("path")
@@ -115,11 +115,6 @@ class GenerateSpec(KubeModel):
                     "rule": "self.chunkOverlap < self.chunkSize",
                     "message": "chunkOverlap must be smaller than chunkSize",
                 },
-                {
-                    "rule": "self.promptTemplate.contains('{context_str}') && "
-                    "self.promptTemplate.contains('{num_questions_per_chunk}')",
-                    "message": "promptTemplate must contain {context_str} and {num_questions_per_chunk}",
-                },
             ]
         }
     }
@@ -136,6 +131,14 @@ class GenerateSpec(KubeModel):
         default=DEFAULT_QA_PROMPT,
         min_length=1,
         max_length=MAX_PROMPT,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.contains('{context_str}') && self.contains('{num_questions_per_chunk}')",
+                    "message": "promptTemplate must contain {context_str} and {num_questions_per_chunk}",
+                }
+            ]
+        },
         description="Prompt with {context_str} and {num_questions_per_chunk} placeholders.",
     )
     chunk_size: int = Field(default=1024, ge=64, le=100000, description="Chunk size in characters.")

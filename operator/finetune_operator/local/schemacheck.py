@@ -299,4 +299,5 @@ def _check_object(
         if key in props:
             check(sub, props[key], child(path, key), (*node, key), errs)
         elif isinstance(schema.get("additionalProperties"), Mapping):
-            check(sub, schema["additionalProperties"], f"{path}[{key}]", (*node, key), errs)
+            # kube-openapi names a map value path.key (the CEL validator, below, says path[key])
+            check(sub, schema["additionalProperties"], child(path, key), (*node, key), errs)
