@@ -118,7 +118,7 @@ async def operator_factory(cluster: Any) -> AsyncIterator[Callable[..., Awaitabl
 
 @pytest.fixture
 def kubelet(cluster: Any) -> Any:
-    from finetune_operator.local.controllers import FakeKubelet
+    from finetune_operator.local.kubelet import FakeKubelet
 
     return FakeKubelet(cluster)
 

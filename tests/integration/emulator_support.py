@@ -10,8 +10,8 @@ from typing import Any
 
 import aiohttp
 
-from finetune_operator.local.controllers import FakeKubelet
 from finetune_operator.local.emulator import Emulator
+from finetune_operator.local.kubelet import FakeKubelet
 
 FTJ = "/apis/finetune.dev/v1alpha1/namespaces/default/finetunejobs"
 TQ = "/apis/finetune.dev/v1alpha1/trainingquotas"

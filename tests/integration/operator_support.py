@@ -76,7 +76,7 @@ async def wait_pod(emu: Emulator, attempt: int, name: str = "ft", timeout: float
 
 def created(emu: Emulator, plural: str) -> list[str]:
     """Names of every object of `plural` ever created (from the write history)."""
-    return [r.name for r in emu.history if r.plural == plural and r.verb == "create"]
+    return [r.name for r in emu.history if r.plural == plural and r.verb == "create" and not r.subresource]
 
 
 def events_of(emu: Emulator, name: str = "ft") -> list[tuple[str, str]]:

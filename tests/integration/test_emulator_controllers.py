@@ -21,8 +21,8 @@ from emulator_support import (
     pods_of,
 )
 
-from finetune_operator.local.controllers import FakeKubelet
 from finetune_operator.local.emulator import Emulator
+from finetune_operator.local.kubelet import FakeKubelet
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(10)]
 

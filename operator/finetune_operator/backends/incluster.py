@@ -124,14 +124,16 @@ def observe_pods(tjob: JsonDict | None, pods: list[JsonDict]) -> Observation:
                 message="trainer finished",
             )
         if is_disruption(pod):
-            reason = str(pstatus.get("reason") or "Disrupted")
+            target = _has_condition(pstatus, "DisruptionTarget") or {}
+            reason = str(pstatus.get("reason") or target.get("reason") or "Disrupted")
+            why = str(pstatus.get("message") or target.get("message") or reason)
             return Observation(
                 state="failed",
                 disruption=True,
                 reason=reason,
                 started_at=started,
                 finished_at=term.get("finishedAt"),
-                message=str(pstatus.get("message") or f"pod {reason.lower()}"),
+                message=f"pod {pod.get('metadata', {}).get('name')} {reason}: {why}",
             )
         if code == EXIT_INVALID:
             detail = (result or {}).get("message") or (result or {}).get("error") or message

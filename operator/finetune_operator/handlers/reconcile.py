@@ -25,6 +25,7 @@ from ..status import (
     AttemptObservation,
     Observed,
     derive_status,
+    disruption_event,
     events_for_transition,
     next_action,
     status_patch,
@@ -210,8 +211,12 @@ async def _reconcile(ctx: OperatorContext, body: JsonDict) -> None:
         if action.not_before is not None and action.not_before > now:
             wake = action.not_before
         else:
+            ended = next((a for a in attempts if a.number == action.attempt - 1), None)
             obs = await backend.submit(job, action.attempt)
             remote_events.extend(obs.events)
+            disrupted = disruption_event(ended, old_status.get("checkpoints")) if ended else None
+            if disrupted is not None:
+                remote_events.append(disrupted)
             attempts = [a for a in attempts if a.number != action.attempt]
             attempts.append(AttemptObservation(action.attempt, obs))
             ctx.metrics.attempts.labels(engine=job.spec.engine.kind.value).inc()

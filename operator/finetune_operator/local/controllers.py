@@ -2,7 +2,8 @@
 
 They act through :meth:`Emulator.execute` -- the same code path as HTTP requests -- and react to the
 store's watch events, like kube-controller-manager does against a real apiserver.
-Pods are never run here: :class:`FakeKubelet` (tests) or the local executor drive pod phases.
+Pods are never run here: the node side (:mod:`finetune_operator.local.kubelet`: the emulated node's kubelet,
+:class:`FakeKubelet` for tests) or the local executor drive pod phases.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import copy
 import logging
 from typing import TYPE_CHECKING, Any
 
+from finetune_operator.local.pods import JOB_TRACKING_FINALIZER
 from finetune_operator.local.semantics import ApiError, JsonDict, ResourceDef, Selector, now_rfc3339
 from finetune_operator.local.store import age_seconds
 from finetune_operator.local.watching import Watcher
@@ -152,6 +154,18 @@ def _set_condition(status: JsonDict, cond: JsonDict) -> None:
     status["conditions"] = [*conds, cond]
 
 
+def pod_failed(pod: JsonDict, job: JsonDict) -> bool:
+    """Whether the Job controller counts the pod as failed (its isPodFailed): with a podFailurePolicy (or
+    podReplacementPolicy Failed) only phase Failed; else also a pod being deleted that did not succeed."""
+    phase = (pod.get("status") or {}).get("phase")
+    if phase == "Failed":
+        return True
+    spec = job.get("spec") or {}
+    if spec.get("podFailurePolicy") or spec.get("podReplacementPolicy") == "Failed":
+        return False
+    return bool(pod["metadata"].get("deletionTimestamp")) and phase != "Succeeded"
+
+
 def pod_failure_action(policy: JsonDict | None, pod: JsonDict) -> tuple[str, str] | None:
     """The first matching podFailurePolicy rule's (action, message), as the Job controller decides."""
     pod_status = pod.get("status") or {}
@@ -205,22 +219,43 @@ class JobController(_Controller):
 
     def handle(self, events: list[JsonDict]) -> None:
         keys: dict[tuple[str, str], None] = {}
+        pods_rdef = self.emu.store.resolve("", "v1", "pods")
         for event in events:
             obj = event["object"]
             meta = obj.get("metadata", {})
             if obj.get("apiVersion") == "batch/v1" and obj.get("kind") == "Job":
                 if event["type"] == "DELETED":
-                    self._counted.pop(str(meta.get("uid")), None)
-                    self._failure.pop(str(meta.get("uid")), None)
-                    self._forget(str(meta.get("uid")))
+                    job_uid = str(meta.get("uid"))
+                    self._counted.pop(job_uid, None)
+                    self._failure.pop(job_uid, None)
+                    self._forget(job_uid)
+                    for pod in self.emu.store.dependents(job_uid, pods_rdef):
+                        self._release(pod)  # the Job is gone: its pods are orphans
                 else:
                     keys[(meta.get("namespace"), meta.get("name"))] = None
-            elif obj.get("apiVersion") == "v1" and obj.get("kind") == "Pod":
+            elif obj.get("apiVersion") == "v1" and obj.get("kind") == "Pod" and event["type"] != "DELETED":
                 for ref in meta.get("ownerReferences") or []:
                     if ref.get("controller") and ref.get("kind") == "Job":
                         keys[(meta.get("namespace"), ref.get("name"))] = None
+                        if not self.emu.store.has_uid(str(ref.get("uid"))):
+                            self._release(obj)  # an orphan pod keeps no tracking finalizer
         for namespace, name in keys:
             self.sync(namespace, name)
+
+    def _release(self, pod: JsonDict) -> None:
+        """Remove the pod's job-tracking finalizer (the controller has accounted for the pod)."""
+        current = self.emu.store.get("pods", pod["metadata"].get("namespace"), pod["metadata"]["name"])
+        if current is None or current["metadata"].get("uid") != pod["metadata"].get("uid"):
+            return
+        finalizers = current["metadata"].get("finalizers") or []
+        if JOB_TRACKING_FINALIZER in finalizers:
+            rest = [f for f in finalizers if f != JOB_TRACKING_FINALIZER]
+            self._call("PATCH", current, {"metadata": {"finalizers": rest or None}})
+
+    def _delete_pod(self, job_uid: str, pod: JsonDict) -> None:
+        """Delete a pod on the controller's own account (suspension, a finished Job): never a failure."""
+        self._counted.setdefault(job_uid, {}).setdefault(pod["metadata"]["uid"], "ignored")
+        self._call("DELETE", pod)
 
     def _kick(self, namespace: str, name: str, uid: str) -> None:
         self._timers.pop(uid, None)
@@ -232,13 +267,11 @@ class JobController(_Controller):
     def sync(self, namespace: str, name: str) -> None:
         store = self.emu.store
         job = store.get("jobs.batch", namespace, name)
-        if job is None or job["metadata"].get("deletionTimestamp"):
+        if job is None:
             return
         uid = job["metadata"]["uid"]
         spec = job.get("spec") or {}
         status: JsonDict = copy.deepcopy(job.get("status") or {})
-        if _has_condition(status, "Complete") or _has_condition(status, "Failed"):
-            return
         pods = [
             pod
             for pod in sorted(  # the pods of this Job (an index, not a scan), in list order
@@ -250,34 +283,69 @@ class JobController(_Controller):
                 for ref in pod["metadata"].get("ownerReferences") or []
             )
         ]
+        if (
+            _has_condition(status, "Complete")
+            or _has_condition(status, "Failed")
+            or job["metadata"].get("deletionTimestamp")
+        ):
+            for pod in pods:  # a finished or deleted Job accounts for no more pods
+                self._release(pod)
+            return
         counted = self._counted.setdefault(uid, {})
+        fresh: list[JsonDict] = []  # finished pods this sync accounts for (their finalizers go next)
         for pod in pods:
             phase = (pod.get("status") or {}).get("phase")
             pod_uid = pod["metadata"]["uid"]
-            if phase not in ("Succeeded", "Failed") or pod_uid in counted:
+            if pod_uid in counted:
+                if counted[pod_uid] != "ignored" or phase in ("Succeeded", "Failed"):
+                    fresh.append(pod)  # (an ignored pod is released once it is terminal)
                 continue
             if phase == "Succeeded":
                 counted[pod_uid] = "succeeded"
+                fresh.append(pod)
+                continue
+            if not pod_failed(pod, job):
                 continue
             decision = pod_failure_action(spec.get("podFailurePolicy"), pod)
             action = decision[0] if decision else "Count"
             counted[pod_uid] = "ignored" if action == "Ignore" else "failed"
+            fresh.append(pod)
             if action == "FailJob" and decision and uid not in self._failure:
                 self._failure[uid] = ("PodFailurePolicy", decision[1])
+        tracked = [p for p in fresh if JOB_TRACKING_FINALIZER in (p["metadata"].get("finalizers") or [])]
+        if tracked:  # KEP-2307: first record them as uncounted, then drop the finalizers, then count
+            uncounted: JsonDict = {}
+            for verdict, key in (("succeeded", "succeeded"), ("failed", "failed")):
+                uids = [p["metadata"]["uid"] for p in tracked if counted[p["metadata"]["uid"]] == verdict]
+                if uids:
+                    uncounted[key] = uids
+            if uncounted:
+                job["status"] = {**(job.get("status") or {}), "uncountedTerminatedPods": uncounted}
+                self._call("PUT", job, job, subresource="status")
+                job = store.get("jobs.batch", namespace, name) or job
+            for pod in tracked:
+                self._release(pod)
+        status["uncountedTerminatedPods"] = {}
         succeeded = sum(1 for v in counted.values() if v == "succeeded")
         failed = sum(1 for v in counted.values() if v == "failed")
-        active = [
+        live = [
             pod
             for pod in pods
             if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
-            and not pod["metadata"].get("deletionTimestamp")
+            and pod["metadata"]["uid"] not in counted
         ]
+        active = [pod for pod in live if not pod["metadata"].get("deletionTimestamp")]
+        terminating = len(live) - len(active)
+        # podReplacementPolicy Failed (implied by a podFailurePolicy): a terminating pod keeps its slot
+        waits = (
+            spec.get("podReplacementPolicy") or ("Failed" if spec.get("podFailurePolicy") else "")
+        ) == "Failed"
         now = now_rfc3339()
 
         failure: tuple[str, str] | None = None
         if spec.get("suspend"):
             for pod in active:
-                self._call("DELETE", pod)
+                self._delete_pod(uid, pod)
             active = []
             if not _has_condition(status, "Suspended"):
                 _set_condition(status, _condition("Suspended", "JobSuspended", "Job suspended"))
@@ -302,16 +370,18 @@ class JobController(_Controller):
                 )
                 status["completionTime"] = now
             else:
-                for _ in range(max(0, min(parallelism, completions - succeeded) - len(active))):
+                held = len(active) + (terminating if waits else 0)
+                for _ in range(max(0, min(parallelism, completions - succeeded) - held)):
                     active.append(self._create_pod(job))
                 if deadline is not None:
                     self._arm(namespace, name, uid, float(deadline) - age_seconds(status["startTime"]))
         if failure is not None:
             for pod in active:
-                self._call("DELETE", pod)
+                self._delete_pod(uid, pod)
             active = []
             _set_condition(status, _condition("FailureTarget", failure[0], failure[1]))
             _set_condition(status, _condition("Failed", failure[0], failure[1]))
+        status["terminating"] = terminating
         for key, value in (("active", len(active)), ("succeeded", succeeded), ("failed", failed)):
             if value:
                 status[key] = value
@@ -323,6 +393,8 @@ class JobController(_Controller):
             self._call("PUT", job, job, subresource="status")
         if _has_condition(status, "Complete") or _has_condition(status, "Failed"):
             self._forget(uid)
+            for pod in pods:
+                self._release(pod)
 
     def _arm(self, namespace: str, name: str, uid: str, delay: float) -> None:
         if uid not in self._timers:
@@ -348,6 +420,7 @@ class JobController(_Controller):
             "metadata": {
                 "generateName": f"{meta['name']}-",
                 "namespace": meta["namespace"],
+                "finalizers": [JOB_TRACKING_FINALIZER],
                 "labels": labels,
                 "annotations": dict(tmeta.get("annotations") or {}),
                 "ownerReferences": [
@@ -367,133 +440,10 @@ class JobController(_Controller):
         return self.emu.execute("POST", rdef, meta["namespace"], None, body=pod)[1]
 
 
-class FakeKubelet:
-    """Drives pod phases the way a kubelet would: status-subresource writes through the emulator."""
+def __getattr__(name: str) -> Any:
+    """``FakeKubelet`` lives in :mod:`finetune_operator.local.kubelet` (kept importable from here)."""
+    if name == "FakeKubelet":
+        from finetune_operator.local.kubelet import FakeKubelet
 
-    def __init__(self, emulator: Emulator) -> None:
-        self.emu = emulator
-
-    async def pods(
-        self, namespace: str | None = None, *, label_selector: str | None = None, phase: str | None = None
-    ) -> list[JsonDict]:
-        fields = f"status.phase={phase}" if phase else None
-        return await self.emu.list("pods", namespace, label_selector=label_selector, field_selector=fields)
-
-    async def _write(self, pod: JsonDict, status: JsonDict) -> JsonDict:
-        meta = pod["metadata"]
-        current = await self.emu.get("pods", meta["namespace"], meta["name"])
-        merged = {**(current.get("status") or {}), **status}
-        return await self.emu.patch(
-            "pods", meta["namespace"], meta["name"], {"status": merged}, subresource="status"
-        )
-
-    @staticmethod
-    def _container(pod: JsonDict) -> JsonDict:
-        containers = (pod.get("spec") or {}).get("containers") or [{}]
-        return {
-            "name": containers[0].get("name", "main"),
-            "image": containers[0].get("image", ""),
-            "restartCount": 0,
-        }
-
-    @staticmethod
-    def _conditions(ready: bool, reason: str | None = None) -> list[JsonDict]:
-        now = now_rfc3339()
-        result = []
-        for kind in ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"):
-            flag = ready or kind in ("Initialized", "PodScheduled")
-            cond: JsonDict = {
-                "type": kind,
-                "status": "True" if flag else "False",
-                "lastProbeTime": None,
-                "lastTransitionTime": now,
-            }
-            if not flag and reason:
-                cond["reason"] = reason
-            result.append(cond)
-        return result
-
-    async def run(self, pod: JsonDict) -> JsonDict:
-        now = now_rfc3339()
-        container = {
-            **self._container(pod),
-            "ready": True,
-            "started": True,
-            "state": {"running": {"startedAt": now}},
-        }
-        return await self._write(
-            pod,
-            {
-                "phase": "Running",
-                "startTime": now,
-                "hostIP": "127.0.0.1",
-                "podIP": "127.0.0.1",
-                "conditions": self._conditions(True),
-                "containerStatuses": [container],
-            },
-        )
-
-    async def _terminate(
-        self,
-        pod: JsonDict,
-        phase: str,
-        *,
-        exit_code: int,
-        reason: str,
-        message: str,
-        extra: JsonDict | None = None,
-        conditions: list[JsonDict] | None = None,
-    ) -> JsonDict:
-        now = now_rfc3339()
-        current = await self.emu.get("pods", pod["metadata"]["namespace"], pod["metadata"]["name"])
-        started = (current.get("status") or {}).get("startTime", now)
-        terminated: JsonDict = {
-            "exitCode": exit_code,
-            "reason": reason,
-            "startedAt": started,
-            "finishedAt": now,
-        }
-        if message:
-            terminated["message"] = message
-        container = {
-            **self._container(pod),
-            "ready": False,
-            "started": False,
-            "state": {"terminated": terminated},
-        }
-        status: JsonDict = {
-            "phase": phase,
-            "startTime": started,
-            "containerStatuses": [container],
-            "conditions": self._conditions(False, "PodCompleted" if phase == "Succeeded" else "PodFailed"),
-        }
-        status.update(extra or {})
-        status["conditions"] = [*status["conditions"], *(conditions or [])]
-        return await self._write(pod, status)
-
-    async def succeed(self, pod: JsonDict, exit_code: int = 0, message: str = "") -> JsonDict:
-        return await self._terminate(
-            pod, "Succeeded", exit_code=exit_code, reason="Completed", message=message
-        )
-
-    async def fail(self, pod: JsonDict, exit_code: int = 1, message: str = "") -> JsonDict:
-        return await self._terminate(pod, "Failed", exit_code=exit_code, reason="Error", message=message)
-
-    async def evict(self, pod: JsonDict, message: str = "The node was low on resource: memory.") -> JsonDict:
-        disruption = {
-            "type": "DisruptionTarget",
-            "status": "True",
-            "reason": "TerminationByKubelet",
-            "message": message,
-            "lastProbeTime": None,
-            "lastTransitionTime": now_rfc3339(),
-        }
-        return await self._terminate(
-            pod,
-            "Failed",
-            exit_code=137,
-            reason="Error",
-            message="",
-            extra={"reason": "Evicted", "message": message},
-            conditions=[disruption],
-        )
+        return FakeKubelet
+    raise AttributeError(name)

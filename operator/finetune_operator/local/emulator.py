@@ -26,6 +26,7 @@ import aiohttp.web
 import kmock
 import yaml
 
+from finetune_operator.local.pods import is_pod
 from finetune_operator.local.semantics import (
     ALL_VERBS,
     STATUS_VERBS,
@@ -35,6 +36,8 @@ from finetune_operator.local.semantics import (
     Selector,
 )
 from finetune_operator.local.store import MERGE_PATCH, HistoryRecord, ObjectStore
+
+POD_CREATE_SUBRESOURCES = ("binding", "eviction")  # POST-only subresources of pods
 
 __all__ = ["ApiError", "Emulator", "HistoryRecord", "ObjectStore", "ParsedPath", "load_crds", "parse_path"]
 
@@ -121,7 +124,9 @@ class _Handler(kmock.KubernetesEmulator):
         result: Any = await super()._serve_version(request)
         result["groupVersion"] = result["groupVersion"].lstrip("/")
         for entry in result.get("resources", []):
-            if "/" in entry["name"]:
+            if "/" in entry["name"] and entry["name"].endswith(POD_CREATE_SUBRESOURCES):
+                entry["verbs"] = ["create"]
+            elif "/" in entry["name"]:
                 entry["verbs"] = sorted(STATUS_VERBS)
             else:
                 entry["verbs"] = sorted(entry["verbs"])
@@ -197,8 +202,9 @@ class Emulator:
         await self._server.__aenter__()
         if self._with_controllers:
             from finetune_operator.local.controllers import GarbageCollector, JobController
+            from finetune_operator.local.kubelet import NodeAgent
 
-            self._controllers = [GarbageCollector(self), JobController(self)]
+            self._controllers = [GarbageCollector(self), JobController(self), NodeAgent(self)]
             for controller in self._controllers:
                 await controller.start()
 
@@ -249,7 +255,8 @@ class Emulator:
             verbs=set(ALL_VERBS),
             shortnames=set(rdef.short_names),
             categories=set(rdef.categories),
-            subresources={"status"} if rdef.status_subresource else set(),
+            subresources=({"status"} if rdef.status_subresource else set())
+            | (set(POD_CREATE_SUBRESOURCES) if is_pod(rdef) else set()),
         )
 
     # --- one code path for HTTP and for in-process callers ---------------------------------------
@@ -270,6 +277,16 @@ class Emulator:
         params = params or {}
         if rdef.namespaced is False and namespace is not None:
             raise ApiError.no_resource()
+        if subresource in POD_CREATE_SUBRESOURCES and is_pod(rdef) and name is not None:
+            if method != "POST":
+                raise ApiError(
+                    405,
+                    "MethodNotAllowed",
+                    f"the server does not allow this method on the requested resource: {method}",
+                )
+            if subresource == "binding":
+                return 201, self.store.bind(rdef, namespace, name, body)
+            return 201, self.store.evict(rdef, namespace, name, body)
         if subresource not in (None, "status") or (subresource and not rdef.status_subresource):
             raise ApiError.no_resource()
         labels, fields = params.get("labelSelector"), params.get("fieldSelector")
@@ -289,6 +306,8 @@ class Emulator:
             options = dict(body) if isinstance(body, dict) else {}
             if "propagationPolicy" in params:
                 options["propagationPolicy"] = params["propagationPolicy"]
+            if "gracePeriodSeconds" in params:
+                options["gracePeriodSeconds"] = params["gracePeriodSeconds"]
             if name is None:
                 return 200, self.store.delete_collection(rdef, namespace, labels, fields, options)
             obj, gone = self.store.delete(rdef, namespace, name, options)
@@ -423,7 +442,28 @@ class Emulator:
         return self.execute("PUT", rdef, ns, meta.get("name"), subresource=subresource, body=obj)[1]
 
     async def delete(
-        self, resource: str, namespace: str | None, name: str, *, propagation_policy: str | None = None
+        self,
+        resource: str,
+        namespace: str | None,
+        name: str,
+        *,
+        propagation_policy: str | None = None,
+        grace_period_seconds: int | None = None,
     ) -> JsonDict:
         params = {"propagationPolicy": propagation_policy} if propagation_policy else {}
+        if grace_period_seconds is not None:
+            params["gracePeriodSeconds"] = str(grace_period_seconds)
         return self.execute("DELETE", self.store.find(resource), namespace, name, params=params)[1]
+
+    async def evict(self, namespace: str, name: str, *, grace_period_seconds: int | None = None) -> JsonDict:
+        """POST pods/{name}/eviction (policy/v1), as ``kubectl drain`` does."""
+        body: JsonDict = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": name, "namespace": namespace},
+        }
+        if grace_period_seconds is not None:
+            body["deleteOptions"] = {"gracePeriodSeconds": grace_period_seconds}
+        return self.execute(
+            "POST", self.store.find("pods"), namespace, name, subresource="eviction", body=body
+        )[1]

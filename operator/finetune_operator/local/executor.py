@@ -5,8 +5,10 @@ volumes (ConfigMap and Secret volumes -> files, PVCs -> WORKDIR/pvc/<claim>, pro
 tokens -> a token file, emptyDirs -> temp dirs), maps the container's mount paths to those host
 directories (in the args, the env and the trainer's config file), runs `python -m finetune_trainer`, and
 writes the pod status back like a kubelet: Running, then Succeeded/Failed with the container's terminated
-state (exit code and the termination message file as `message`). Deleting a pod sends SIGTERM and waits
-the pod's grace period before SIGKILL.
+state (exit code and the termination message file as `message`). It binds the pods it runs to its node
+(:data:`NODE_NAME`), as a one-node cluster's scheduler would. A graceful delete (``deletionTimestamp`` set)
+sends SIGTERM and SIGKILL after ``deletionGracePeriodSeconds``; the pod is then written terminal (phase and
+exit code) and deleted with ``gracePeriodSeconds: 0``, as a kubelet does. A forced delete only kills.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from typing import Any
 
 from finetune_operator.api.trainerconfig import OUTPUT_MOUNT, PVC_MOUNT
 from finetune_operator.local.emulator import Emulator
+from finetune_operator.local.kubelet import stopped_status
+from finetune_operator.local.pods import is_terminal
 from finetune_operator.local.semantics import ApiError, JsonDict, Selector, now_rfc3339
 
 logger = logging.getLogger(__name__)
@@ -35,6 +39,7 @@ logger = logging.getLogger(__name__)
 TERMINATION_LOG = "/dev/termination-log"
 MAX_MESSAGE = 4096  # the kubelet's limit of a termination message
 DEFAULT_ENTRYPOINT = ["python", "-m", "finetune_trainer"]
+NODE_NAME = "localhost"  # the node this executor is the kubelet of
 
 
 class PodSetupError(Exception):
@@ -46,7 +51,9 @@ class _Running:
     pod: JsonDict
     proc: asyncio.subprocess.Process | None = None
     task: asyncio.Task[None] | None = None
-    deleted: bool = False
+    deleted: bool = False  # terminating: deletionTimestamp set (or already removed)
+    gone: bool = False  # removed from the API (a forced delete): nothing left to report to
+    grace: float = 30.0
     stopper: asyncio.Task[None] | None = None
     root: Path = field(default_factory=Path)
 
@@ -121,19 +128,77 @@ class LocalExecutor:
             if event is None:
                 return
             pod = event["object"]
-            uid = str(pod["metadata"].get("uid"))
-            if event["type"] == "DELETED":
-                run = self._pods.get(uid)
+            meta = pod["metadata"]
+            uid = str(meta.get("uid"))
+            run = self._pods.get(uid)
+            if event["type"] == "DELETED" or meta.get("deletionTimestamp"):
+                # a graceful delete: SIGTERM now, SIGKILL after deletionGracePeriodSeconds (the kubelet's
+                # way); the terminal status and the final delete follow once the process is gone
                 if run is not None and not run.deleted:
                     run.deleted = True
-                    grace = float((pod.get("spec") or {}).get("terminationGracePeriodSeconds") or 30)
-                    run.stopper = asyncio.create_task(self._terminate(run, grace))
+                    run.grace = float(meta.get("deletionGracePeriodSeconds") or 0)
+                    if run.proc is not None:
+                        run.stopper = asyncio.create_task(self._terminate(run, run.grace))
+                if run is not None and event["type"] == "DELETED":
+                    run.gone = True
+                elif (
+                    event["type"] != "DELETED"
+                    and (pod.get("spec") or {}).get("nodeName") == NODE_NAME
+                    and (run is None or (run.proc is None and run.task is not None and run.task.done()))
+                ):
+                    await self._stop_unstarted(pod)  # no process (never started): terminal at once
                 continue
             phase = (pod.get("status") or {}).get("phase", "Pending")
-            if uid not in self._pods and phase == "Pending" and not pod["metadata"].get("deletionTimestamp"):
+            node = (pod.get("spec") or {}).get("nodeName")
+            if run is None and phase == "Pending" and node in (None, "", NODE_NAME):
+                if not node and not self._bind(pod):
+                    continue
                 run = _Running(pod=pod)
                 self._pods[uid] = run
-                run.task = asyncio.create_task(self._run_pod(run), name=f"pod-{pod['metadata']['name']}")
+                run.task = asyncio.create_task(self._run_pod(run), name=f"pod-{meta['name']}")
+
+    def _bind(self, pod: JsonDict) -> bool:
+        """Bind the pod to this node (this one-node cluster's scheduler); False if it cannot be."""
+        meta = pod["metadata"]
+        try:
+            self.emu.execute(
+                "POST",
+                self.emu.store.resolve("", "v1", "pods"),
+                meta["namespace"],
+                meta["name"],
+                subresource="binding",
+                body={
+                    "apiVersion": "v1",
+                    "kind": "Binding",
+                    "metadata": {"name": meta["name"], "uid": meta.get("uid")},
+                    "target": {"apiVersion": "v1", "kind": "Node", "name": NODE_NAME},
+                },
+            )
+        except ApiError as exc:
+            logger.info("pod %s not bound: %s", meta["name"], exc.message)
+            return False
+        return True
+
+    async def _stop_unstarted(self, pod: JsonDict) -> None:
+        current = self.emu.store.get("pods", pod["metadata"]["namespace"], pod["metadata"]["name"])
+        if current is None or current["metadata"].get("uid") != pod["metadata"].get("uid"):
+            return
+        if not is_terminal(current):
+            await self._status(current, stopped_status(current))
+        if current["metadata"].get("deletionGracePeriodSeconds"):
+            self._confirm_deletion(current)
+
+    def _confirm_deletion(self, pod: JsonDict) -> None:
+        """The kubelet's last word on a terminating pod: delete it with gracePeriodSeconds 0."""
+        meta = pod["metadata"]
+        with contextlib.suppress(ApiError):
+            self.emu.execute(
+                "DELETE",
+                self.emu.store.resolve("", "v1", "pods"),
+                meta["namespace"],
+                meta["name"],
+                body={"gracePeriodSeconds": 0, "preconditions": {"uid": meta.get("uid")}},
+            )
 
     # --- one pod ---------------------------------------------------------------------------------
 
@@ -323,7 +388,7 @@ class LocalExecutor:
                 start_new_session=True,
             )
             if run.deleted:
-                await self._terminate(run, 30.0)
+                await self._terminate(run, run.grace)
             await self._status(
                 pod,
                 {
@@ -345,7 +410,7 @@ class LocalExecutor:
                 },
             )
             code = await run.proc.wait()
-        if run.deleted:
+        if run.gone:
             return  # the pod is gone: nothing to report
         message = (
             term_log.read_text(encoding="utf-8", errors="replace")[-MAX_MESSAGE:] if term_log.exists() else ""
@@ -389,6 +454,8 @@ class LocalExecutor:
             },
         )
         logger.info("pod %s exited with %s", pod["metadata"]["name"], code)
+        if run.deleted:
+            self._confirm_deletion(pod)
 
     async def _terminate(self, run: _Running, grace: float) -> None:
         proc = run.proc

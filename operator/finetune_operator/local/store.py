@@ -17,6 +17,17 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from finetune_operator.local.pods import bind as bind_pod
+from finetune_operator.local.pods import (
+    deletion_timestamp,
+    disruption_condition,
+    eviction_delete_options,
+    eviction_success,
+    grace_period,
+    is_pod,
+    is_terminal,
+    set_condition,
+)
 from finetune_operator.local.semantics import (
     ApiError,
     JsonDict,
@@ -477,7 +488,11 @@ class ObjectStore:
             return self._out(rdef, old)
         # the replaced object leaves the store here: the event may keep it without a copy
         result = self._commit(verb, "MODIFIED", rdef, new, old, subresource=subresource)
-        if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
+        if (
+            new["metadata"].get("deletionTimestamp")
+            and not new["metadata"].get("finalizers")
+            and not new["metadata"].get("deletionGracePeriodSeconds")
+        ):  # the last finalizer is gone and no kubelet waits on it (ShouldDeleteDuringUpdate)
             self._commit("delete", "DELETED", rdef, clone(new), clone(new))
         return result
 
@@ -540,25 +555,54 @@ class ObjectStore:
                 name,
                 "the object has been modified; please apply your changes to the latest version and try again",
             )
-        if meta.get("finalizers"):
-            if meta.get("deletionTimestamp"):
+        period = grace_period(rdef, old, options)
+        policy = options.get("propagationPolicy")
+        finalizers = bool(meta.get("finalizers"))
+        if meta.get("deletionTimestamp"):
+            current = meta.get("deletionGracePeriodSeconds") or 0
+            if period >= current:  # a deletion in progress is never lengthened
                 return self._out(rdef, old), False
             new = clone(old)
-            new["metadata"]["deletionTimestamp"] = now_rfc3339()
-            new["metadata"]["deletionGracePeriodSeconds"] = 0
+            new["metadata"]["deletionTimestamp"] = deletion_timestamp(period)
+            new["metadata"]["deletionGracePeriodSeconds"] = period
+            if period == 0 and not finalizers:
+                return self._delete_now(rdef, new, old, policy), True
+            return self._commit("delete", "MODIFIED", rdef, new, clone(old)), False
+        if finalizers or period > 0:  # graceful deletion and finalizers: deletionTimestamp first
+            new = clone(old)
+            new["metadata"]["deletionTimestamp"] = deletion_timestamp(period)
+            new["metadata"]["deletionGracePeriodSeconds"] = period
             if rdef.has_generation:
                 new["metadata"]["generation"] = int(meta.get("generation", 1)) + 1
             return self._commit("delete", "MODIFIED", rdef, new, clone(old)), False
-        policy = options.get("propagationPolicy")
-        result = self._commit(
-            "delete",
-            "DELETED",
-            rdef,
-            clone(old),
-            clone(old),
-            propagation=str(policy) if policy else None,
+        return self._delete_now(rdef, clone(old), old, policy), True
+
+    def _delete_now(self, rdef: ResourceDef, obj: JsonDict, old: JsonDict, policy: Any) -> JsonDict:
+        return self._commit(
+            "delete", "DELETED", rdef, obj, clone(old), propagation=str(policy) if policy else None
         )
-        return result, True
+
+    def bind(self, rdef: ResourceDef, namespace: str | None, name: str, binding: Any) -> JsonDict:
+        """POST pods/{name}/binding: the scheduler's (here: a kubelet's) assignment to a node."""
+        old = self._objects[rdef.storage_key].get((namespace or "", name))
+        if old is None or not is_pod(rdef):
+            raise ApiError.not_found(rdef, name)
+        new = bind_pod(rdef, clone(old), binding)
+        self._commit("create", "MODIFIED", rdef, new, old, subresource="binding")
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
+
+    def evict(self, rdef: ResourceDef, namespace: str | None, name: str, eviction: Any) -> JsonDict:
+        """POST pods/{name}/eviction: ``DisruptionTarget`` on a live pod, then its deletion."""
+        old = self._objects[rdef.storage_key].get((namespace or "", name))
+        if old is None or not is_pod(rdef):
+            raise ApiError.not_found(rdef, name)
+        options = eviction_delete_options(eviction)
+        if not is_terminal(old) and not old["metadata"].get("deletionTimestamp"):
+            new = clone(old)
+            set_condition(new.setdefault("status", {}), disruption_condition())
+            self._commit("create", "MODIFIED", rdef, new, old, subresource="eviction")
+        self.delete(rdef, namespace, name, options)
+        return eviction_success()
 
     def delete_collection(
         self,

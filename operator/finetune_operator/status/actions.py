@@ -1,4 +1,5 @@
-"""next_action: what the handler should do now, and events_for_transition: the Events of a status change."""
+"""next_action: what the handler should do now; events_for_transition: the Events of a status change;
+disruption_event: the Event of an attempt ended by a disruption."""
 
 from __future__ import annotations
 
@@ -153,3 +154,26 @@ def _reason_of(status: Mapping[str, Any]) -> str:
     key = {"Pending": "Reconciling", "Queued": "Admitted"}.get(str(phase), str(phase))
     cond = conds.get(key) or conds.get("Ready") or {}
     return str(cond.get("reason") or _reason(status))
+
+
+def disruption_event(
+    ended: o.AttemptObservation, checkpoints: Mapping[str, Any] | None
+) -> tuple[str, str, str] | None:
+    """The Event of an attempt that a disruption (eviction, preemption, node loss) ended, posted when the
+    next attempt starts: which pod, why, and the checkpoint the next attempt resumes from (the newest one
+    in status.checkpoints). None if the attempt did not end by a disruption."""
+    if not ended.observation.disruption:
+        return None
+    latest = (checkpoints or {}).get("latest") if isinstance(checkpoints, Mapping) else None
+    if isinstance(latest, Mapping) and latest.get("step") is not None:
+        where = str(latest.get("uri") or latest.get("modelId") or "")
+        resume = f"checkpoint at step {latest['step']}" + (f" ({where})" if where else "")
+    else:
+        resume = "the start (no checkpoint yet)"
+    what = ended.observation.message or ended.observation.reason or "disrupted"
+    return (
+        "Warning",
+        "AttemptDisrupted",
+        f"attempt {ended.number} ended by a disruption, not counted as a failure: {what}; "
+        f"attempt {ended.number + 1} resumes from {resume}",
+    )
