@@ -179,6 +179,14 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "application",
         CORE,
+        ("services",),
+        ("create", "get"),
+        False,
+        "the headless Service of a multi-pod attempt (rank 0's DNS name); deleted with its FinetuneJob",
+    ),
+    Rule(
+        "application",
+        CORE,
         ("serviceaccounts",),
         ("create", "get", "list", "watch", "delete"),
         False,

@@ -119,6 +119,10 @@ No wildcards: every verb and resource is explicit.
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["create", "get", "list", "watch", "patch", "delete"]
+# the headless Service of a multi-pod attempt (rank 0's DNS name); deleted with its FinetuneJob
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["create", "get"]
 # the per-job trainer ServiceAccount
 - apiGroups: [""]
   resources: ["serviceaccounts"]

@@ -19,9 +19,16 @@ from typing import Any
 
 from ..api.finetunejob import FinetuneJob
 from ..api.trainerconfig import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
-from ..builders import build_config_map, build_rbac, build_trainer_config, build_trainer_job
+from ..builders import (
+    build_config_map,
+    build_rbac,
+    build_service,
+    build_trainer_config,
+    build_trainer_job,
+    multi_pod,
+)
 from ..kube import JsonDict
-from ..naming import trainer_job_name
+from ..naming import ANNOTATION_COMPLETION_INDEX, trainer_job_name
 from .base import Observation
 from .ports import BackendContext
 
@@ -33,6 +40,7 @@ _RESOURCES = {
     "RoleBinding": "rolebindings",
     "ConfigMap": "configmaps",
     "Job": "jobs",
+    "Service": "services",
 }
 POD_EVENT_GRACE_SECONDS = 5.0  # how long a finished Job waits for its finished pod's watch event
 AWAITING_PODS_FORGET_SECONDS = 3600.0
@@ -86,6 +94,33 @@ def is_disruption(pod: JsonDict) -> bool:
     return cond is not None
 
 
+def _index(pod: JsonDict) -> str:
+    return str(((pod.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_COMPLETION_INDEX, ""))
+
+
+def _gang(tjob: JsonDict, finished: list[JsonDict]) -> list[JsonDict]:
+    """The finished pods that decide a multi-pod (Indexed) attempt, most telling first: any failed pod (but
+    not a disrupted one the Job replaces itself, under an Ignore rule); else, once every index succeeded,
+    the succeeded pods, rank 0's (the one with the result message) first; else none (still running)."""
+    spec = tjob.get("spec") or {}
+    completions = int(spec.get("completions") or 1)
+    if completions <= 1:
+        return finished
+    rules = (spec.get("podFailurePolicy") or {}).get("rules") or []
+    replaced = any(r.get("action") == "Ignore" for r in rules)
+    failed = [
+        p
+        for p in finished
+        if (p.get("status") or {}).get("phase") == "Failed" and not (replaced and is_disruption(p))
+    ]
+    if failed:
+        return failed
+    succeeded = [p for p in finished if (p.get("status") or {}).get("phase") == "Succeeded"]
+    if len({_index(p) for p in succeeded}) < completions:
+        return []
+    return sorted(succeeded, key=lambda p: _parse_result((_terminated(p) or {}).get("message")) is None)
+
+
 def observe_pods(tjob: JsonDict | None, pods: list[JsonDict]) -> Observation:
     """Pure: what one attempt's Job and Pods say (exposed for unit tests)."""
     if tjob is None:
@@ -108,7 +143,9 @@ def observe_pods(tjob: JsonDict | None, pods: list[JsonDict]) -> Observation:
         if (pod.get("status") or {}).get("startTime"):
             break
     running = [p for p in ordered if (p.get("status") or {}).get("phase") == "Running"]
-    finished = [p for p in ordered if (p.get("status") or {}).get("phase") in ("Succeeded", "Failed")]
+    finished = _gang(
+        tjob, [p for p in ordered if (p.get("status") or {}).get("phase") in ("Succeeded", "Failed")]
+    )
     for pod in finished:
         pstatus = pod.get("status") or {}
         term = _terminated(pod) or {}
@@ -230,6 +267,8 @@ class InClusterBackend:
         ns = job.metadata.namespace or "default"
         config = build_trainer_config(job, settings, attempt)
         objects: list[JsonDict] = [build_config_map(job, settings, config), *build_rbac(job, settings)]
+        if multi_pod(job):  # the headless Service first: the pods' DNS names exist when they start
+            objects.append(build_service(job, attempt))
         name = trainer_job_name(job.metadata.name, attempt)
         uid = job.metadata.uid or ""
         existing = self.ctx.cache.child(uid, "Job", name)
