@@ -72,11 +72,29 @@ def crds(
         bool, typer.Option("--check", help="Exit 1 if the files differ instead of writing.")
     ] = False,
 ) -> None:
-    """Generate the CustomResourceDefinitions from the API models."""
-    from .api.crdgen import all_crds, render
+    """Generate the CustomResourceDefinitions from the API models.
 
+    Every CEL rule's estimated cost is printed against its limit; when a kube-apiserver would refuse a
+    CRD (the per-rule or whole-schema CEL cost budget), nothing is written and the exit code is 1.
+    """
+    from .api.celcost import format_report
+    from .api.crdgen import all_crds, cost_reports, render
+
+    generated = all_crds()
+    refused: list[str] = []
+    for name, report in cost_reports(generated).items():
+        for line in format_report(name, report):
+            typer.echo(line)
+        if report.errors:
+            crd_name = generated[name]["metadata"]["name"]
+            refused += [f'The CustomResourceDefinition "{crd_name}" is invalid:']
+            refused += [f"* {error}" for error in report.errors]
+    if refused:
+        typer.echo("the API server would refuse these CRDs; nothing written:", err=True)
+        typer.echo("\n".join(refused), err=True)
+        raise typer.Exit(1)
     stale = []
-    for name, crd in all_crds().items():
+    for name, crd in generated.items():
         path = output / name
         text = render(crd)
         if check:

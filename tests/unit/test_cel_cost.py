@@ -237,3 +237,27 @@ def test_golden_rule_estimates() -> None:
     if not GOLDEN.exists():
         pytest.fail(f"{GOLDEN} is missing; generate it with UPDATE_GOLDEN=1")
     assert text == GOLDEN.read_text(), f"{GOLDEN} differs; regenerate with UPDATE_GOLDEN=1 if intended"
+
+
+def test_finetune_crds_refuses_what_the_server_would_refuse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from finetune_operator.api import crdgen
+    from finetune_operator.cli import app
+
+    ok = CliRunner().invoke(app, ["crds", "-o", str(tmp_path / "ok")])
+    assert ok.exit_code == 0, ok.output
+    assert "/ 10,000,000  spec.validation.openAPIV3Schema.x-kubernetes-validations[0].rule" in ok.output
+    assert "for the whole schema" in ok.output
+
+    unbounded = yaml.safe_load(UNBOUNDED.read_text())
+    monkeypatch.setattr(crdgen, "all_crds", lambda: {UNBOUNDED.name: unbounded})
+    result = CliRunner().invoke(app, ["crds", "-o", str(tmp_path / "bad")])
+    assert result.exit_code == 1
+    assert not (tmp_path / "bad").exists()
+    items = f"{DOCS}.properties[documents].items.x-kubernetes-validations[0].rule"
+    assert f"71,303,168 / 10,000,000  {items}  OVER BUDGET" in result.output
+    assert 'The CustomResourceDefinition "finetunejobs.finetune.dev" is invalid:' in result.output
+    assert f"* {items}: Forbidden: estimated rule cost exceeds budget by factor of 7.1x" in result.output

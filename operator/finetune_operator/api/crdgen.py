@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from .celcost import CrdCostReport, estimate_crd
 from .common import GROUP, VERSION
 from .finetunejob import MUTABLE_AFTER_START, FinetuneJob, FinetuneJobSpec
 from .trainingquota import TrainingQuota
@@ -240,6 +241,11 @@ def all_crds() -> dict[str, dict[str, Any]]:
         "finetune.dev_finetunejobs.yaml": finetunejob_crd(),
         "finetune.dev_trainingquotas.yaml": trainingquota_crd(),
     }
+
+
+def cost_reports(crds: dict[str, dict[str, Any]] | None = None) -> dict[str, CrdCostReport]:
+    """File name -> every CEL rule's estimated cost, and what a kube-apiserver would refuse (celcost)."""
+    return {name: estimate_crd(crd) for name, crd in (crds if crds is not None else all_crds()).items()}
 
 
 def render(crd: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ from .crd import (
     cost_error_message,
     estimate_crd,
     estimate_expression,
+    format_report,
 )
 from .decltypes import MAX_REQUEST_SIZE_BYTES, max_cardinality, schema_decl_type
 
@@ -35,6 +36,7 @@ __all__ = [
     "cost_error_message",
     "estimate_crd",
     "estimate_expression",
+    "format_report",
     "max_cardinality",
     "schema_decl_type",
 ]

@@ -247,6 +247,21 @@ def estimate_crd(crd: Mapping[str, Any], old_crd: Mapping[str, Any] | None = Non
     return report
 
 
+def format_report(name: str, report: CrdCostReport) -> list[str]:
+    """Human lines for `finetune crds`: each schema's total, then each rule's cost against its limit."""
+    lines: list[str] = []
+    for schema in report.schemas:
+        share = 100.0 * schema.total / schema.limit
+        lines.append(
+            f"{name}: CEL cost {schema.total:,} of {schema.limit:,} for the whole schema ({share:.2f}%)"
+        )
+    width = max((len(f"{r.cost:,}") for r in report.rules), default=1)
+    for r in report.rules:
+        mark = "  OVER BUDGET" if r.over else ""
+        lines.append(f"  {r.cost:>{width},} / {r.limit:,}  {r.path}{mark}")
+    return lines
+
+
 def check_crd(crd: Mapping[str, Any], old_crd: Mapping[str, Any] | None = None) -> list[str]:
     """Just the errors of `estimate_crd` (empty when the server would accept the CRD's rules)."""
     return estimate_crd(crd, old_crd).errors
