@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from finetune_operator.api.finetunejob import AdapterEngine
 
+from . import distributed as ddp
 from .adapter import Adapter, build_adapter, load_reference_layout, save_adapter_model
 from .checkpoints import (
     Interrupted,
@@ -25,7 +26,8 @@ from .checkpoints import (
     rotate_checkpoints,
 )
 from .context import Eta, TrainContext, TrainOutcome
-from .metrics import eval_indices, retrieval_metrics
+from .cpu import autocast, frozen_pass_precision, use_pod_cores
+from .metrics import Selection, eval_indices, retrieval_metrics
 from .models import device, load_model
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,14 @@ class AdapterRunner:
         self.adapter: Adapter | None = None
         self.emb: torch.Tensor | None = None
         self.index: dict[str, int] = {}
+        self.precision = "fp32"
+        self.frozen_pass: dict[str, Any] = {}
+        self.before: dict[str, Any] | None = None
+        self._val: tuple[torch.Tensor, torch.Tensor, list[set[int]]] | None = None
+        ev = spec.evaluation
+        self.selection = Selection(ev.metric, ev.patience, ev.min_delta)
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.eval_every = 1
 
     # ---------------------------------------------------------------- embeddings
     def _texts(self) -> tuple[list[str], list[str]]:
@@ -79,22 +89,30 @@ class AdapterRunner:
         return training, list(seen)[len(training) :]
 
     def _encode(self, texts: list[str]) -> torch.Tensor:
+        """The frozen model's embeddings (encode sorts texts by length, so batches carry little padding),
+        under bf16 autocast where the CPU computes bf16 natively."""
         if not texts:
             return torch.empty(0, 0)
-        out: torch.Tensor = (
-            self.model.encode(texts, batch_size=64, convert_to_tensor=True, normalize_embeddings=True)
-            .float()
-            .cpu()
-        )
+        with torch.inference_mode(), autocast(self.precision, self.device):
+            out: torch.Tensor = (
+                self.model.encode(texts, batch_size=64, convert_to_tensor=True, normalize_embeddings=True)
+                .float()
+                .cpu()
+            )
         return out
 
     def prepare(self) -> None:
+        ddp.init()  # torchrun: the frozen pass is sharded across the ranks (a no-op in one process)
         self.model = load_model(self.spec.base_model)
+        if self.device == "cpu":
+            cores = use_pod_cores()
+            self.precision = frozen_pass_precision()
+            log.info("frozen pass on %d CPU thread(s), %s", cores, self.precision)
         training, evaluation = self._texts()
         texts = training + evaluation
-        key = hashlib.sha256("\x00".join([self.spec.base_model, *texts]).encode()).hexdigest()
+        key = hashlib.sha256("\x00".join([self.spec.base_model, self.precision, *texts]).encode()).hexdigest()
         cache = self.ctx.work_dir / "cache" / "embeddings.pt"
-        if cache.is_file():
+        if cache.is_file() and ddp.is_main():
             try:
                 saved = torch.load(cache, map_location="cpu", weights_only=True)
                 if saved.get("key") == key:
@@ -102,18 +120,28 @@ class AdapterRunner:
                     log.info("reusing %d cached embeddings from %s", len(texts), cache)
             except Exception:
                 log.warning("embedding cache %s is unreadable; re-embedding", cache)
+        if ddp.broadcast_object(self.emb is not None) and not ddp.is_main():
+            return  # rank 0 has them cached; the adapter trains on rank 0
         if self.emb is None:
             # The frozen model's share of training: one pass over the distinct training texts, whatever the
             # number of epochs. Evaluation-only texts are embedded separately (and timed separately).
             t0 = time.monotonic()
-            train_emb = self._encode(training)
-            log.info(
-                "embedded %d distinct training texts once in %.1fs", len(training), time.monotonic() - t0
-            )
+            train_emb = ddp.sharded_encode(self._encode, training)
+            took = time.monotonic() - t0
+            log.info("embedded %d distinct training texts once in %.1fs", len(training), took)
+            self.frozen_pass = {
+                "texts": len(training),
+                "seconds": round(took, 3),
+                "textsPerSecond": round(len(training) / took, 2) if took > 0 else None,
+                "precision": self.precision,
+                "threads": torch.get_num_threads(),
+            }
             t1 = time.monotonic()
-            eval_emb = self._encode(evaluation)
+            eval_emb = ddp.sharded_encode(self._encode, evaluation)
             log.info("embedded %d evaluation-only texts in %.1fs", len(evaluation), time.monotonic() - t1)
             self.emb = torch.cat([train_emb, eval_emb]) if len(evaluation) else train_emb
+            if not ddp.is_main():
+                return  # the embeddings are shared; training the small adapter stays on rank 0
             cache.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"key": key, "emb": self.emb}, cache.with_suffix(".tmp"))
             cache.with_suffix(".tmp").replace(cache)
@@ -130,16 +158,29 @@ class AdapterRunner:
         self.adapter.to(self.device)
 
     # ---------------------------------------------------------------- evaluation
+    def _validation(self) -> tuple[torch.Tensor, torch.Tensor, list[set[int]]]:
+        assert self.emb is not None
+        if self._val is None:
+            ds = self.ctx.validation
+            qids, dids, relevant = eval_indices(ds)
+            q = self.emb[[self.index[ds.queries[i]] for i in qids]]
+            d = self.emb[[self.index[ds.corpus[i]] for i in dids]]
+            self._val = (q, d, relevant)
+        return self._val
+
     def evaluate(self, trained: bool) -> dict[str, Any]:
-        assert self.emb is not None and self.adapter is not None
-        ds = self.ctx.validation
-        qids, dids, relevant = eval_indices(ds)
-        q = self.emb[[self.index[ds.queries[i]] for i in qids]]
-        d = self.emb[[self.index[ds.corpus[i]] for i in dids]]
+        assert self.adapter is not None
+        q, d, relevant = self._validation()
         if trained:
+            was = self.adapter.training
+            self.adapter.eval()
             with torch.no_grad():
                 q = self.adapter(q.to(self.device)).cpu()
-        return retrieval_metrics(q, d, relevant)
+            self.adapter.train(was)
+        metrics = retrieval_metrics(q, d, relevant)
+        if not trained:
+            self.before = metrics
+        return metrics
 
     # ---------------------------------------------------------------- training
     def _pairs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -165,6 +206,8 @@ class AdapterRunner:
             "epoch": epoch,
             "losses": losses,
             "seed": self.ctx.seed,
+            "selection": self.selection.state(),
+            "best_adapter": self.best_state,
             "rng": {
                 "torch": torch.get_rng_state(),
                 "python": random.getstate(),
@@ -179,16 +222,37 @@ class AdapterRunner:
         rotate_checkpoints(self.ctx.checkpoint_root, self.ctx.keep_checkpoints)
         return path
 
+    def _evaluate_at(self, step: int) -> None:
+        """Evaluate the adapter now; keep a copy of it when it is the best so far."""
+        assert self.adapter is not None
+        metrics = self.evaluate(trained=True)
+        if self.selection.record(step, metrics):
+            self.best_state = {k: v.detach().clone().cpu() for k, v in self.adapter.state_dict().items()}
+        log.info(
+            "step %d: validation %s %.4f (best %.4f at step %s)",
+            step,
+            self.selection.metric,
+            float(metrics[self.selection.metric]),
+            self.selection.best_value,
+            self.selection.best_step,
+        )
+
     def train(self) -> TrainOutcome:
+        if not ddp.is_main():  # the other ranks shared the frozen pass only
+            return TrainOutcome(steps=0, total_steps=0, train_loss=None, wall_seconds=0.0, samples=0)
         assert self.emb is not None and self.adapter is not None
         ctx, spec = self.ctx, self.spec
+        ev = spec.evaluation
         torch.manual_seed(ctx.seed)
         random.seed(ctx.seed)
         qi, di, dd = self._pairs()
         n = len(qi)
         per_epoch = math.ceil(n / spec.batch_size)
         total = per_epoch * spec.epochs
-        opt = torch.optim.AdamW(self.adapter.parameters(), lr=spec.learning_rate, weight_decay=0.0)
+        self.eval_every = ev.steps or per_epoch
+        opt = torch.optim.AdamW(
+            self.adapter.parameters(), lr=spec.learning_rate, weight_decay=spec.weight_decay
+        )
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / max(1, total)))
         step, losses, resumed = 0, [], None
         ckpt = latest_valid_checkpoint(ctx.checkpoint_root, (STATE_FILE,))
@@ -202,6 +266,9 @@ class AdapterRunner:
                 random.setstate(state["rng"]["python"])
                 np.random.set_state(state["rng"]["numpy"])
                 step, losses, resumed = int(state["step"]), list(state["losses"]), int(state["step"])
+                if state.get("selection"):
+                    self.selection.load(state["selection"])
+                    self.best_state = state.get("best_adapter")
                 log.info("resumed from checkpoint %s (step %d of %d)", ckpt, step, total)
             except Exception:
                 log.warning("checkpoint %s failed to load; starting over", ckpt, exc_info=True)
@@ -214,19 +281,28 @@ class AdapterRunner:
         if self.device == "cpu":
             torch.set_num_threads(1)
         try:
+            if not self.selection.curve:
+                self._evaluate_at(step)  # step 0: the adapter as initialised (the identity: the base model)
             step, last_loss = self._loop(step, total, per_epoch, n, emb, qi, di, dd, opt, sched, losses, eta)
         finally:
             torch.set_num_threads(threads)
         self.adapter.eval()
+        stopped_early = step < total
+        if ev.keep_best and self.best_state is not None and self.selection.best_step != step:
+            self.adapter.load_state_dict(self.best_state)
+            log.info("publishing the best adapter, from step %s", self.selection.best_step)
         done = step - start
+        wall = time.monotonic() - t0
         return TrainOutcome(
             steps=step,
             total_steps=total,
             train_loss=last_loss,
-            wall_seconds=time.monotonic() - t0,
+            wall_seconds=wall,
             samples=min(n * spec.epochs, done * spec.batch_size),
             losses=losses,
             resumed_from=resumed,
+            selection=self.selection.summary(stopped_early),
+            extra={"frozenPass": self.frozen_pass} if self.frozen_pass else {},
         )
 
     def _loop(
@@ -262,7 +338,10 @@ class AdapterRunner:
             step += 1
             last_loss = float(loss.item())
             losses.append((step, last_loss))
-            if step % ctx.checkpoint_steps == 0 or step == total or ctx.stop:
+            if step % self.eval_every == 0 or step == total:
+                self._evaluate_at(step)
+            stop_early = self.selection.should_stop and step < total
+            if step % ctx.checkpoint_steps == 0 or step == total or ctx.stop or stop_early:
                 path = self._save(step, epoch, opt, sched, losses)
                 ctx.checkpoint_saved(step, path, last_loss, f"checkpoints/{path.name}")
                 ctx.reporter.report(self._progress(step, total, per_epoch, last_loss, eta), ctx.checkpoints)
@@ -270,6 +349,14 @@ class AdapterRunner:
                     raise Interrupted(step)
             else:
                 ctx.reporter.report(self._progress(step, total, per_epoch, last_loss, eta))
+            if stop_early:
+                log.info(
+                    "early stop at step %d: %d evaluations without improvement (best at step %s)",
+                    step,
+                    self.selection.since_best,
+                    self.selection.best_step,
+                )
+                break
         return step, last_loss
 
     @staticmethod

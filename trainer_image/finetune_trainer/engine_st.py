@@ -13,10 +13,12 @@ from transformers import TrainerCallback
 
 from finetune_operator.api.finetunejob import SentenceTransformersEngine
 
+from . import distributed as ddp
 from .checkpoints import AtomicCheckpointsMixin, Interrupted, latest_valid_checkpoint
 from .context import Eta, TrainContext, TrainOutcome
 from .metrics import evaluate_model
-from .models import load_model
+from .models import device, load_model
+from .st_selection import SelectionCallback, eval_interval, mine_negatives
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +221,7 @@ def _same_batch(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return True
 
 
-class _Callback(TrainerCallback):  # type: ignore[misc]
+class _Callback(TrainerCallback):
     def __init__(self, runner: SentenceTransformersRunner, start_step: int) -> None:
         self.runner = runner
         self.eta = Eta(start_step)
@@ -245,17 +247,21 @@ class _Callback(TrainerCallback):  # type: ignore[misc]
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
         ctx = self.runner.ctx
-        if ctx.stop:
+        if ddp.agree_stop(bool(ctx.stop)):  # every rank at the same step (a no-op in one process)
+            self.runner.stopped = True
             control.should_save = True
             control.should_training_stop = True
         elif state.global_step >= state.max_steps and state.global_step % max(1, int(args.save_steps)):
             # the Trainer's forced end-of-training checkpoint (optimizer state included) is not a periodic
             # one: the finished model is saved by the caller, so skip it
             control.should_save = False
-        ctx.reporter.report(self._progress(state))
+        if ddp.is_main():
+            ctx.reporter.report(self._progress(state))
         return control
 
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if not ddp.is_main():  # the Trainer saves on rank 0; rank 0 reports it
+            return
         ctx = self.runner.ctx
         step = int(state.global_step)
         path = ctx.checkpoint_root / f"checkpoint-{step}"
@@ -271,21 +277,36 @@ class SentenceTransformersRunner:
         self.base_model = spec.model
         self.model: Any = None
         self.losses: list[tuple[int, float]] = []
+        self.stopped = False  # set by the callback when a stop was agreed (on every rank)
+        self.before: dict[str, Any] | None = None  # the base model's validation metrics (step 0)
 
     def prepare(self) -> None:
+        if device() == "cpu":
+            from .cpu import use_pod_cores
+
+            use_pod_cores()
         self.model = load_model(self.spec.model, self.spec.trust_remote_code, self.spec.max_seq_length)
 
     def evaluate(self, trained: bool) -> dict[str, Any]:
-        return evaluate_model(self.model, self.ctx.validation)
+        metrics = evaluate_model(self.model, self.ctx.validation)
+        if not trained:
+            self.before = metrics
+        return metrics
 
     def _datasets(self) -> Any:
         from datasets import Dataset
 
         ds = self.ctx.train
         pairs = ds.pairs(use_all_docs=self.spec.use_all_docs)
-        return Dataset.from_dict(
+        data = Dataset.from_dict(
             {"anchor": [ds.queries[q] for q, _ in pairs], "positive": [ds.corpus[d] for _, d in pairs]}
         )
+        hard = self.spec.hard_negatives
+        if hard.count > 0:  # mined with the base model, before any training step
+            mined = mine_negatives(data, self.model, list(ds.corpus.values()), hard)
+            log.info("hard negatives: %d of %d pairs got %d each", len(mined), len(data), hard.count)
+            data = mined if len(mined) else data
+        return data
 
     def _evaluator(self) -> Any:
         from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
@@ -335,10 +356,13 @@ class SentenceTransformersRunner:
         cuda = torch.cuda.is_available()
         loss_name, mini_batch = choose_loss(spec, cuda)
         if loss_name == "CachedMultipleNegativesRankingLoss":
-            loss: Any = losses.CachedMultipleNegativesRankingLoss(self.model, mini_batch_size=mini_batch)
+            loss: Any = losses.CachedMultipleNegativesRankingLoss(
+                self.model, mini_batch_size=mini_batch, **ddp.st_loss_kwargs()
+            )
         else:
-            loss = losses.MultipleNegativesRankingLoss(self.model)
-        evaluate = spec.evaluation_steps > 0 and bool(ctx.validation.queries)
+            # under DDP every rank scores its anchors against the positives of all ranks: the global batch
+            loss = losses.MultipleNegativesRankingLoss(self.model, **ddp.st_loss_kwargs())
+        evaluate = False  # validation runs in the SelectionCallback (rank 0), not in the library's loop
         flags = precision_flags(spec.precision, cuda, sum(p.numel() for p in self.model.parameters()))
         pretokenize = pretokenize_enabled(cuda)
         if cuda:
@@ -367,8 +391,11 @@ class SentenceTransformersRunner:
             **gpu_args(cuda, len(train_ds), spec.epochs * -(-len(train_ds) // spec.batch_size), pretokenize),
             bf16=flags["bf16"],
             fp16=flags["fp16"],
+            **ddp.st_training_args(),
         )
-        resume = latest_valid_checkpoint(ctx.checkpoint_root, REQUIRED)
+        resume = ddp.broadcast_object(  # rank 0 chooses (and cleans up), every rank resumes from it
+            latest_valid_checkpoint(ctx.checkpoint_root, REQUIRED) if ddp.is_main() else None
+        )
         start = 0
         if resume is not None:
             import json
@@ -376,6 +403,16 @@ class SentenceTransformersRunner:
             start = int(json.loads((resume / "trainer_state.json").read_text())["global_step"])
             log.info("resuming from checkpoint %s (step %d)", resume, start)
         callback = _Callback(self, start)
+        ev = spec.evaluation
+        per_epoch = -(-len(train_ds) // spec.batch_size)
+        selector = SelectionCallback(
+            self.model,
+            ctx.validation,
+            ev,
+            eval_interval(ev.steps, spec.evaluation_steps, per_epoch),
+            ctx.work_dir,
+        )
+        selector.start(self.before, start if resume else None)
         # the Trainer's own checkpointing, each checkpoint written to a staging dir and renamed once complete
         trainer_cls = type("AtomicTrainer", (AtomicCheckpointsMixin, SentenceTransformerTrainer), {})
         trainer = trainer_cls(
@@ -383,22 +420,27 @@ class SentenceTransformersRunner:
             args=args,
             train_dataset=train_ds,
             loss=loss,
-            evaluator=self._evaluator() if evaluate else None,
-            callbacks=[callback],
+            evaluator=self._evaluator() if evaluate else None,  # under DDP: on rank 0 (the library's own)
+            callbacks=[callback, selector],
         )
         if pretokenize:
             trainer.data_collator = self._pretokenized(trainer.data_collator, train_ds)
         t0 = time.monotonic()
         out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         wall = time.monotonic() - t0
+        ddp.barrier()  # rank 0's last checkpoint is complete before any rank goes on (or exits 4)
         state = trainer.state
         step, total = int(state.global_step), int(state.max_steps)
-        if ctx.stop and step < total:
+        if (ctx.stop or self.stopped) and step < total:
             raise Interrupted(step)
         samples = max(0, step - start) * spec.batch_size
         samples = min(samples, len(train_ds) * spec.epochs)
         self.losses = [(int(h["step"]), float(h["loss"])) for h in state.log_history if "loss" in h]
         train_loss = callback.loss if callback.loss is not None else float(out.training_loss)
+        if ev.keep_best and ddp.is_main():
+            self.model = selector.restore_best(
+                step, lambda: load_model(spec.model, spec.trust_remote_code, spec.max_seq_length)
+            )
         return TrainOutcome(
             steps=step,
             total_steps=total,
@@ -407,6 +449,7 @@ class SentenceTransformersRunner:
             samples=samples,
             losses=list(self.losses),
             resumed_from=start if resume else None,
+            selection=selector.selection.summary(selector.stopped_early),
         )
 
     def save(self, path: Path) -> None:
