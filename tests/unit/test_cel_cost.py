@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +211,274 @@ def test_message_expression_cost_is_checked_without_cardinality() -> None:
     assert msg.path.endswith("x-kubernetes-validations[0].messageExpression")
     assert msg.cost == 314_574 + 2  # ceil((6 + 3,145,726) x 0.1) + the select; not x the list's cardinality
     assert report.ok
+
+
+# --- kubernetes' own table: TestCostEstimation (apiextensions schema/cel/compilation_test.go) ---------------
+# The same schemas and rules, and the MaxCost the Go estimator returns for each, without and with bounds.
+Gen = Callable[[int | None], dict[str, Any]]
+
+
+def _leaf(t: str) -> dict[str, Any]:
+    if t in ("duration", "date", "date-time"):
+        return {"type": "string", "format": t}
+    if t == "int-or-string":
+        return {"x-kubernetes-int-or-string": True}
+    return {"type": t}
+
+
+def _rule(s: dict[str, Any], rule: str) -> dict[str, Any]:
+    return {**s, "x-kubernetes-validations": [{"rule": rule}]}
+
+
+def _opt(s: dict[str, Any], key: str, v: int | None) -> dict[str, Any]:
+    return {**s, key: v} if v is not None else s
+
+
+REQ_OBJ = {
+    "type": "object",
+    "required": ["required"],
+    "properties": {"required": {"type": "string"}, "optional": {"type": "string"}},
+}
+
+
+def array(t: str, rule: str) -> Gen:
+    return lambda m: _rule(_opt({"type": "array", "items": _leaf(t)}, "maxItems", m), rule)
+
+
+def array_of_arrays(t: str, rule: str) -> Gen:
+    return lambda m: _rule(
+        _opt({"type": "array", "items": {"type": "array", "items": {"type": t}}}, "maxItems", m), rule
+    )
+
+
+def object_array(rule: str) -> Gen:
+    return lambda m: _rule(_opt({"type": "array", "items": REQ_OBJ}, "maxItems", m), rule)
+
+
+def map_array(t: str, rule: str) -> Gen:
+    return lambda m: _rule(
+        _opt(
+            {"type": "array", "items": {"type": "object", "additionalProperties": {"type": t}}}, "maxItems", m
+        ),
+        rule,
+    )
+
+
+def map_(t: str, rule: str) -> Gen:
+    return lambda m: _rule(
+        _opt({"type": "object", "additionalProperties": _leaf(t)}, "maxProperties", m), rule
+    )
+
+
+def map_custom(item: dict[str, Any], rule: str) -> Gen:
+    return lambda m: _rule(_opt({"type": "object", "additionalProperties": item}, "maxProperties", m), rule)
+
+
+def string(rule: str) -> Gen:
+    return lambda m: _rule(_opt({"type": "string"}, "maxLength", m), rule)
+
+
+def enum(rule: str, *values: str) -> Gen:
+    return lambda m: _rule(_opt({"type": "string", "enum": list(values)}, "maxLength", m), rule)
+
+
+def bytes_(rule: str) -> Gen:
+    return lambda m: _rule(_opt({"type": "string", "format": "byte"}, "maxLength", m), rule)
+
+
+def nested_spec(rule: str) -> Gen:
+    return lambda m: _rule(
+        _opt(
+            {"type": "object", "additionalProperties": _opt({"type": "string"}, "maxLength", m)},
+            "maxProperties",
+            m,
+        ),
+        rule,
+    )
+
+
+def all_max_nested(rule: str) -> Gen:
+    return lambda m: _rule(
+        _opt(
+            {
+                "type": "array",
+                "items": _opt(
+                    {"type": "object", "additionalProperties": _opt(REQ_OBJ, "maxProperties", m)},
+                    "maxProperties",
+                    m,
+                ),
+            },
+            "maxItems",
+            m,
+        ),
+        rule,
+    )
+
+
+def one_max_nested(rule: str) -> Gen:
+    return lambda m: _rule(
+        {
+            "type": "array",
+            "items": _opt({"type": "object", "additionalProperties": REQ_OBJ}, "maxProperties", m),
+        },
+        rule,
+    )
+
+
+def join_case(m: int | None) -> dict[str, Any]:
+    return _rule(
+        _opt({"type": "array", "items": _opt({"type": "string"}, "maxLength", m)}, "maxItems", m),
+        "self.join(' ') == 'aa bb'",
+    )
+
+
+def sorted_case(m: int | None) -> dict[str, Any]:
+    return _rule(
+        _opt({"type": "array", "items": _opt({"type": "string"}, "maxLength", m)}, "maxItems", m),
+        "self.isSorted() == true",
+    )
+
+
+def replace_case(m: int | None) -> dict[str, Any]:
+    return _rule(
+        {
+            "type": "object",
+            "properties": {
+                "str": _opt({"type": "string"}, "maxLength", m),
+                "before": {"type": "string", "maxLength": 2},
+                "after": {"type": "string", "maxLength": 4},
+            },
+        },
+        "self.str.replace(self.before, self.after) == 'does not matter'",
+    )
+
+
+def split_case(m: int | None) -> dict[str, Any]:
+    s = _opt({"type": "string"}, "maxLength", m)
+    return _rule(
+        {"type": "object", "properties": {"str": s, "separator": s}}, "self.str.split(self.separator) == []"
+    )
+
+
+def lower_case(m: int | None) -> dict[str, Any]:
+    return _rule(_opt({"type": "string"}, "maxLength", m), "self.lowerAscii() == 'lower!'")
+
+
+LIMIT = 1_000_000  # PerCallLimit: "exceeds" cases only need to be above it
+# (name, generator, calc cost, set max elements, set cost); None: expected to exceed the limit
+CASES: list[tuple[str, Gen, int | None, int, int]] = [
+    ("number array with all", array("number", "self.all(x, true)"), 4718591, 10, 32),
+    ("string array with all", array("string", "self.all(x, true)"), 3145727, 20, 62),
+    ("boolean array with all", array("boolean", "self.all(x, true)"), 1887437, 5, 17),
+    ("array of number arrays with all", array_of_arrays("number", "self.all(x, true)"), 3145727, 100, 302),
+    ("array of objects with all", object_array("self.all(x, true)"), 555128, 50, 152),
+    ("map of numbers with all", map_("number", "self.all(x, true)"), 1348169, 10, 32),
+    ("map of strings with all", map_("string", "self.all(x, true)"), 1179647, 3, 11),
+    ("map of booleans with all", map_("boolean", "self.all(x, true)"), 943718, 100, 302),
+    ("string with contains", string("self.contains('test')"), 314574, 10, 5),
+    ("string with startsWith", string("self.startsWith('test')"), 2, 15, 2),
+    ("string with endsWith", string("self.endsWith('test')"), 2, 30, 2),
+    ("concat string", string('size(self + "hello") > size("hello")'), 314578, 4, 7),
+    ("index of array with numbers", array("number", "self[1] == 0.0"), 2, 5000, 2),
+    ("index of array with strings", array("string", "self[1] == self[1]"), 314577, 8, 314577),
+    ("O(n^2) loop with numbers", array("number", "self.all(x, self.all(y, true))"), None, 10, 352),
+    (
+        "O(n^3) loop with numbers",
+        array("number", "self.all(x, self.all(y, self.all(z, true)))"),
+        None,
+        10,
+        3552,
+    ),
+    ("regex matches simple", string('self.matches("x")'), 314574, 50, 22),
+    ("regex matches empty string", string('"".matches("(((((((((())))))))))[0-9]")'), 7, 10, 7),
+    ("regex matches empty regex", string('self.matches("")'), 1, 100, 1),
+    ("map of strings with value length", nested_spec("self.all(x, x.contains(self[x]))"), 2752507, 10, 72),
+    ("set array maxLength to zero", array("number", "self[3] == 0.0"), 2, 0, 2),
+    ("set map maxLength to zero", map_("number", 'self["x"] == 0.0'), 2, 0, 2),
+    ("set string maxLength to zero", string('self == "x"'), 2, 0, 1),
+    ("set bytes maxLength to zero", bytes_('self == b"x"'), 2, 0, 1),
+    (
+        "set maxLength greater than estimated maxLength",
+        array("number", "self.all(x, x == 0.0)"),
+        6291454,
+        3 * 1024 * 2048,
+        25165826,
+    ),
+    (
+        "nested types with root rule with all supporting maxLength",
+        all_max_nested('self.all(x, x["y"].required == "z")'),
+        7340027,
+        10,
+        72,
+    ),
+    (
+        "nested types with root rule with one supporting maxLength",
+        one_max_nested('self.all(x, x["y"].required == "z")'),
+        7340027,
+        10,
+        7340027,
+    ),
+    ("int-or-string array with all", array("int-or-string", "self.all(x, true)"), 4718591, 10, 32),
+    ("index of array with int-or-strings", array("int-or-string", "self[0] == 5"), 3, 10, 3),
+    ("index of array with booleans", array("boolean", "self[0] == false"), 2, 25, 2),
+    ("index of array of objects", object_array("self[0] == null"), 2, 422, 2),
+    ("index of array of array of numbers", array_of_arrays("number", "self[0][0] == -1.0"), 3, 51, 3),
+    ("array of number maps with all", map_array("number", "self.all(x, x.y == 25.2)"), 6291452, 12, 74),
+    ("index of array of number maps", map_array("number", "self[0].x > 2.0"), 4, 3000, 4),
+    ("duration array with all", array("duration", "self.all(x, true)"), 2359295, 5, 17),
+    ("index of duration array", array("duration", "self[0].getHours() == 2"), 4, 525, 4),
+    ("date array with all", array("date", "self.all(x, true)"), 725936, 15, 47),
+    ("index of date array", array("date", "self[2].getDayOfMonth() == 13"), 4, 42, 4),
+    ("date-time array with all", array("date-time", "self.all(x, true)"), 428963, 25, 77),
+    ("index of date-time array", array("date-time", "self[2].getMinutes() == 45"), 4, 99, 4),
+    ("map of int-or-strings with all", map_("int-or-string", "self.all(x, true)"), 1348169, 15, 47),
+    ("map of objects with all", map_custom(REQ_OBJ, "self.all(x, true)"), 428963, 20, 62),
+    (
+        "map of number maps with all",
+        map_custom({"type": "object", "additionalProperties": {"type": "number"}}, "self.all(x, true)"),
+        1179647,
+        10,
+        32,
+    ),
+    (
+        "map of number arrays with all",
+        map_custom({"type": "array", "items": {"type": "number"}}, "self.all(x, true)"),
+        1179647,
+        25,
+        77,
+    ),
+    ("map of durations with all", map_("duration", "self.all(x, true)"), 1048577, 5, 17),
+    ("map of dates with all", map_("date", "self.all(x, true)"), 524288, 10, 32),
+    ("map of date-times with all", map_("date-time", "self.all(x, true)"), 349526, 25, 77),
+    ("extended library regex find", string("self.find('[0-9]+') == ''"), 629147, 10, 11),
+    ("extended library join", join_case, 329853068905, 10, 43),
+    ("extended library isSorted", sorted_case, 329854432052, 10, 52),
+    ("extended library replace", replace_case, 629154, 4, 12),
+    ("extended library split", split_case, 629160, 10, 22),
+    ("extended library lowerAscii", lower_case, 314575, 10, 6),
+    ("check cost of size call", map_("integer", "oldSelf.size() == self.size()"), 5, 10, 5),
+    ("check cost of timestamp comparison", map_("date-time", 'self["a"] == self["b"]'), 8, 7, 8),
+    ("check cost of duration comparison", map_("duration", 'self["c"] == self["d"]'), 8, 42, 8),
+    (
+        "enums with maxLength equals to the longest possible value",
+        enum("self.contains('A')", "A", "B", "C", "LongValue"),
+        2,
+        1000,
+        401,
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "gen", "calc", "bound", "bounded"), CASES, ids=[c[0] for c in CASES])
+def test_upstream_cost_estimation_table(
+    name: str, gen: Gen, calc: int | None, bound: int, bounded: int
+) -> None:
+    for schema, want in ((gen(None), calc), (gen(bound), bounded)):
+        got = estimate_expression(schema["x-kubernetes-validations"][0]["rule"], schema)
+        if want is None:
+            assert got > LIMIT
+        else:
+            assert got == want
 
 
 # --- the committed CRDs -----------------------------------------------------------------------------------
