@@ -9,8 +9,6 @@ worker; without torchrun every helper here is the single-process no-op. Backends
 - Stop: a SIGTERM can reach any rank (kubelet -> torchrun -> its workers). `agree_stop` all-reduces the
   flag at each step end, so every rank stops at the same step; rank 0 saves one checkpoint, a barrier
   waits for it, and every rank exits 4.
-- Local runs: FINETUNE_RDZV_HOST (set by `finetune local`) replaces the rendezvous endpoint's host, the
-  DNS name of pod 0 that only a cluster resolves.
 
 `main` is torchrun itself (torch.distributed.run's parser and run), plus one thing torchrun does not do:
 keep the workers' exit code. torchrun exits 1 whatever its workers returned, which would hide exit 3
@@ -29,7 +27,6 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 EXIT_FAILED = 1
-RDZV_HOST_ENV = "FINETUNE_RDZV_HOST"
 
 
 def rank() -> int:
@@ -206,22 +203,6 @@ def exit_code(codes: Sequence[int]) -> int:
     return EXIT_FAILED
 
 
-def local_endpoint(argv: list[str]) -> list[str]:
-    """With FINETUNE_RDZV_HOST set, `--rdzv-endpoint=HOST:PORT` gets that host (local runs: 127.0.0.1)."""
-    host = os.environ.get(RDZV_HOST_ENV)
-    if not host:
-        return argv
-    out = []
-    for arg in argv:
-        if arg.startswith(("--rdzv-endpoint=", "--rdzv_endpoint=")):
-            flag, value = arg.split("=", 1)
-            port = value.rsplit(":", 1)[1] if ":" in value else ""
-            out.append(f"{flag}={host}:{port}" if port else f"{flag}={host}")
-        else:
-            out.append(arg)
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     """torchrun (torch.distributed.run) with the workers' exit code kept."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
@@ -231,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     from finetune_operator.api.trainerconfig import EXIT_INTERRUPTED, EXIT_OK
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = parse_args(local_endpoint(list(sys.argv[1:] if argv is None else argv)))  # type: ignore[no-untyped-call]
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))  # type: ignore[no-untyped-call]
     try:
         run(args)  # type: ignore[no-untyped-call]
     except ChildFailedError as exc:

@@ -14,6 +14,7 @@ import copy
 import logging
 from typing import TYPE_CHECKING, Any
 
+from finetune_operator.local.indexed import IndexState, decorate_pod, default_backoff_limit, is_indexed
 from finetune_operator.local.pods import JOB_TRACKING_FINALIZER
 from finetune_operator.local.semantics import ApiError, JsonDict, ResourceDef, Selector, now_rfc3339
 from finetune_operator.local.store import age_seconds
@@ -199,12 +200,14 @@ def pod_failure_action(policy: JsonDict | None, pod: JsonDict) -> tuple[str, str
 
 
 class JobController(_Controller):
-    """batch/v1 Jobs -> Pods, modelled on kube-controller-manager's job controller (non-indexed)."""
+    """batch/v1 Jobs -> Pods, modelled on kube-controller-manager's job controller (NonIndexed and Indexed
+    completion modes; the Indexed parts are in local/indexed.py)."""
 
     def __init__(self, emulator: Emulator) -> None:
         super().__init__(emulator)
         self._counted: dict[str, dict[str, str]] = {}  # job uid -> pod uid -> succeeded|failed|ignored
         self._failure: dict[str, tuple[str, str]] = {}  # job uid -> (reason, message) by FailJob
+        self._indexes: dict[str, IndexState] = {}  # job uid -> Indexed Job index accounting
         self._timers: dict[str, asyncio.TimerHandle] = {}
 
     async def stop(self) -> None:
@@ -228,6 +231,7 @@ class JobController(_Controller):
                     job_uid = str(meta.get("uid"))
                     self._counted.pop(job_uid, None)
                     self._failure.pop(job_uid, None)
+                    self._indexes.pop(job_uid, None)
                     self._forget(job_uid)
                     for pod in self.emu.store.dependents(job_uid, pods_rdef):
                         self._release(pod)  # the Job is gone: its pods are orphans
@@ -292,6 +296,7 @@ class JobController(_Controller):
                 self._release(pod)
             return
         counted = self._counted.setdefault(uid, {})
+        indexed = self._indexes.setdefault(uid, IndexState()) if is_indexed(job) else None
         fresh: list[JsonDict] = []  # finished pods this sync accounts for (their finalizers go next)
         for pod in pods:
             phase = (pod.get("status") or {}).get("phase")
@@ -303,6 +308,8 @@ class JobController(_Controller):
             if phase == "Succeeded":
                 counted[pod_uid] = "succeeded"
                 fresh.append(pod)
+                if indexed is not None:
+                    indexed.record(pod, "succeeded", "", spec)
                 continue
             if not pod_failed(pod, job):
                 continue
@@ -310,6 +317,8 @@ class JobController(_Controller):
             action = decision[0] if decision else "Count"
             counted[pod_uid] = "ignored" if action == "Ignore" else "failed"
             fresh.append(pod)
+            if indexed is not None:
+                indexed.record(pod, counted[pod_uid], action, spec)
             if action == "FailJob" and decision and uid not in self._failure:
                 self._failure[uid] = ("PodFailurePolicy", decision[1])
         tracked = [p for p in fresh if JOB_TRACKING_FINALIZER in (p["metadata"].get("finalizers") or [])]
@@ -359,11 +368,13 @@ class JobController(_Controller):
             parallelism = int(spec["parallelism"]) if spec.get("parallelism") is not None else 1
             if uid in self._failure:
                 failure = self._failure[uid]
-            elif failed > int(spec.get("backoffLimit", DEFAULT_BACKOFF_LIMIT)):
+            elif failed > default_backoff_limit(spec, DEFAULT_BACKOFF_LIMIT):
                 failure = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
             elif deadline is not None and age_seconds(status["startTime"]) >= float(deadline):
                 failure = ("DeadlineExceeded", "Job was active longer than specified deadline")
-            elif succeeded >= completions:
+            elif indexed is not None and (index_failure := indexed.failure(spec)) is not None:
+                failure = index_failure
+            elif indexed.complete(spec) if indexed is not None else succeeded >= completions:
                 _set_condition(
                     status,
                     _condition("Complete", "CompletionsReached", "Reached expected number of succeeded pods"),
@@ -371,7 +382,11 @@ class JobController(_Controller):
                 status["completionTime"] = now
             else:
                 held = len(active) + (terminating if waits else 0)
-                for _ in range(max(0, min(parallelism, completions - succeeded) - held)):
+                if indexed is not None:
+                    holding = active + ([p for p in live if p not in active] if waits else [])
+                    for index in indexed.to_create(spec, holding):
+                        active.append(self._create_pod(job, index, indexed.failures.get(index, 0)))
+                for _ in range(0 if indexed else max(0, min(parallelism, completions - succeeded) - held)):
                     active.append(self._create_pod(job))
                 if deadline is not None:
                     self._arm(namespace, name, uid, float(deadline) - age_seconds(status["startTime"]))
@@ -382,6 +397,8 @@ class JobController(_Controller):
             _set_condition(status, _condition("FailureTarget", failure[0], failure[1]))
             _set_condition(status, _condition("Failed", failure[0], failure[1]))
         status["terminating"] = terminating
+        if indexed is not None:
+            indexed.write(status)
         for key, value in (("active", len(active)), ("succeeded", succeeded), ("failed", failed)):
             if value:
                 status[key] = value
@@ -406,7 +423,7 @@ class JobController(_Controller):
         if timer is not None:
             timer.cancel()
 
-    def _create_pod(self, job: JsonDict) -> JsonDict:
+    def _create_pod(self, job: JsonDict, index: int | None = None, failures: int = 0) -> JsonDict:
         meta = job["metadata"]
         template = copy.deepcopy((job.get("spec") or {}).get("template") or {})
         tmeta = template.get("metadata") or {}
@@ -436,6 +453,8 @@ class JobController(_Controller):
             },
             "spec": template.get("spec") or {},
         }
+        if index is not None:
+            decorate_pod(pod, job, index, failures)
         rdef = self.emu.store.resolve("", "v1", "pods")
         return self.emu.execute("POST", rdef, meta["namespace"], None, body=pod)[1]
 

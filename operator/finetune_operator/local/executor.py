@@ -31,6 +31,7 @@ from typing import Any
 from finetune_operator.api.trainerconfig import OUTPUT_MOUNT, PVC_MOUNT
 from finetune_operator.local.emulator import Emulator
 from finetune_operator.local.kubelet import stopped_status
+from finetune_operator.local.podnet import LocalRendezvous, expand_vars, field_value
 from finetune_operator.local.pods import is_terminal
 from finetune_operator.local.semantics import ApiError, JsonDict, Selector, now_rfc3339
 
@@ -89,6 +90,7 @@ class LocalExecutor:
         self.python = python
         self.extra_env = dict(extra_env or {})
         self.token = token or secrets.token_hex(16)
+        self.rendezvous = LocalRendezvous()  # torchrun endpoints of multi-pod trainers -> local ports
         self._pods: dict[str, _Running] = {}  # pod uid -> run
         self._task: asyncio.Task[None] | None = None
         self._watcher: Any = None
@@ -298,12 +300,7 @@ class LocalExecutor:
                 if value is None and not ref.get("optional"):
                     raise PodSetupError(f'configmap "{ref["name"]}" key "{ref["key"]}" not found')
             elif "fieldRef" in source:
-                path = source["fieldRef"]["fieldPath"]
-                value = {
-                    "metadata.name": pod["metadata"]["name"],
-                    "metadata.namespace": ns,
-                    "metadata.uid": pod["metadata"].get("uid", ""),
-                }.get(path)
+                value = field_value(pod, source["fieldRef"]["fieldPath"])
             if value is not None:
                 env[name] = value
         return env
@@ -339,6 +336,10 @@ class LocalExecutor:
             mapped.write_text(json.dumps(rewrite(config, mapping), indent=2), encoding="utf-8")
             args[index] = str(mapped)
         env = self._env(pod, container, mapping)
+        # $(VAR) in command and args (e.g. torchrun's --node-rank=$(JOB_COMPLETION_INDEX)); rank 0's DNS name
+        declared = {e["name"]: env[e["name"]] for e in container.get("env") or [] if e["name"] in env}
+        command = [expand_vars(str(c), declared) for c in command]
+        args = self.rendezvous.rewrite([expand_vars(a, declared) for a in args])
         env["FINETUNE_TERMINATION_LOG"] = str(term_log)
         # Locations the config names only as URIs (adapter.continueFrom: pvc://...) are resolved by the
         # trainer at run time; tell it where each mount path lives on this machine.

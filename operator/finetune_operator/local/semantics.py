@@ -87,6 +87,7 @@ def builtin_resources() -> list[ResourceDef]:
         _core("configmaps", "ConfigMap", short=("cm",)),
         _core("secrets", "Secret"),
         _core("serviceaccounts", "ServiceAccount", short=("sa",)),
+        _core("services", "Service", short=("svc",)),
         _core("events", "Event", short=("ev",)),
         _core(
             "namespaces",

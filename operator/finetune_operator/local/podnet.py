@@ -1,0 +1,80 @@
+"""What a kubelet and the cluster DNS give a pod, on one machine: downward-API fields, `$(VAR)` expansion of
+command and args, and rank 0's DNS name of a multi-pod trainer resolved to this machine.
+
+- `$(VAR)` in a container's command and args expands to the value of the container's env var VAR; `$$` is
+  a literal `$`; a reference to an undefined var stays as written [core/v1 Container, "command"/"args";
+  Kubernetes docs "Define Dependent Environment Variables"].
+- fieldRef `metadata.annotations['KEY']` / `metadata.labels['KEY']` [downward API] (the Job controller's
+  JOB_COMPLETION_INDEX is one).
+- Every pod here is 127.0.0.1: a torchrun `--rdzv-endpoint=HOST:PORT` (HOST being `<job>-0.<service>`,
+  which only the cluster's DNS resolves through the headless Service) becomes `127.0.0.1:<port>`, one free
+  local port per distinct endpoint, so that two jobs running at once do not share a rendezvous.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Mapping
+
+from finetune_operator.local.semantics import JsonDict
+
+_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+_KEYED = re.compile(r"^metadata\.(annotations|labels)\['([^']+)'\]$")
+RDZV_FLAGS = ("--rdzv-endpoint=", "--rdzv_endpoint=")
+LOCAL_HOST = "127.0.0.1"
+
+
+def expand_vars(text: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' `$(VAR)` expansion."""
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name = m.group(1)
+        return env[name] if name in env else m.group(0)
+
+    return _REF.sub(sub, text)
+
+
+def field_value(pod: JsonDict, path: str) -> str | None:
+    """A downward-API fieldRef value of the pod (None when the field is not set)."""
+    meta = pod.get("metadata") or {}
+    keyed = _KEYED.match(path)
+    if keyed:
+        value = (meta.get(keyed.group(1)) or {}).get(keyed.group(2))
+        return None if value is None else str(value)
+    simple = {
+        "metadata.name": meta.get("name"),
+        "metadata.namespace": meta.get("namespace"),
+        "metadata.uid": meta.get("uid", ""),
+        "spec.nodeName": (pod.get("spec") or {}).get("nodeName"),
+        "spec.serviceAccountName": (pod.get("spec") or {}).get("serviceAccountName"),
+        "status.podIP": LOCAL_HOST,
+        "status.hostIP": LOCAL_HOST,
+    }.get(path)
+    return None if simple is None else str(simple)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOCAL_HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+class LocalRendezvous:
+    """Endpoints of torchrun rendezvous, mapped to local ports (stable for the executor's lifetime)."""
+
+    def __init__(self) -> None:
+        self._ports: dict[str, int] = {}
+
+    def rewrite(self, args: list[str]) -> list[str]:
+        out = []
+        for arg in args:
+            if arg.startswith(RDZV_FLAGS):
+                flag, endpoint = arg.split("=", 1)
+                port = self._ports.setdefault(endpoint, _free_port())
+                out.append(f"{flag}={LOCAL_HOST}:{port}")
+            else:
+                out.append(arg)
+        return out
