@@ -106,6 +106,51 @@ def test_unbounded_crd_rule_estimates() -> None:
     assert costs[".x-kubernetes-validations[1].rule"] == (314_573 * 2 + 2) + (314_573 * 3 + 2)
 
 
+# --- other answers of real API servers ------------------------------------------------------------------
+def _spec_crd(props: dict[str, Any]) -> dict[str, Any]:
+    return _crd(_obj({"spec": _obj(props)}))
+
+
+@pytest.mark.parametrize(
+    ("max_length", "max_items"), [(16, 909_090), (63, 333_333), (253, 94_339), (1024, 24_154)]
+)
+def test_largest_accepted_list_matches_the_real_validator(max_length: int, max_items: int) -> None:
+    """Largest maxItems the real validator (apiextensions v0.36.3) accepted for self.all(x, x.contains('gpu'))."""
+
+    def accepted(n: int) -> bool:
+        tags = {
+            "type": "array",
+            "maxItems": n,
+            "items": {"type": "string", "maxLength": max_length},
+            "x-kubernetes-validations": [{"rule": "self.all(x, x.contains('gpu'))"}],
+        }
+        return check_crd(_spec_crd({"tags": tags})) == []
+
+    assert accepted(max_items)
+    assert not accepted(max_items + 1)
+
+
+def test_message_expression_refused_like_a_real_server() -> None:
+    """A real server's answer to a messageExpression built by concatenation (string() has no size bound)."""
+    worker = _obj(
+        {"min": {"type": "integer", "default": 0}, "max": {"type": "integer", "default": 5}},
+        **{"x-kubernetes-validations": [{"rule": "self.min <= self.max", "messageExpression": ""}]},
+    )
+    rule = worker["x-kubernetes-validations"][0]
+    rule["messageExpression"] = "'min (' + string(self.min) + ') > max (' + string(self.max) + ')'"
+    path = "spec.validation.openAPIV3Schema.properties[spec].properties[worker].x-kubernetes-validations[0]"
+    assert check_crd(_spec_crd({"worker": worker})) == [
+        f"{path}.messageExpression: Forbidden: estimated messageExpression cost exceeds budget by factor of "
+        f"more than 100x {HINT}",
+        f"{path}.messageExpression: Forbidden: contributed to estimated rule cost total exceeding cost limit "
+        "for entire OpenAPIv3 schema",
+        "spec.validation.openAPIV3Schema: Forbidden: x-kubernetes-validations estimated rule cost total for "
+        f"entire OpenAPIv3 schema exceeds budget by factor of more than 100x {HINT}",
+    ]
+    rule["messageExpression"] = "'min (%d) > max (%d)'.format([self.min, self.max])"  # accepted there
+    assert check_crd(_spec_crd({"worker": worker})) == []
+
+
 # --- sizes and cardinalities (schemas.go, compilation.go) -----------------------------------------------
 def test_worst_case_sizes_from_the_request_limit() -> None:
     assert max_cardinality(2) == 3 * 1024 * 1024 // 3 == 1_048_576
