@@ -6,17 +6,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol
+
+from typing_extensions import TypeVar
 
 from .checkpoints import StopFlag
 from .data import EmbeddingQADataset
 from .progress import Reporter
 
+# The data an engine trains on: EmbeddingQA datasets for the embedding engines (the default), llm_data.ChatData
+# for the llm engine.
+D = TypeVar("D", default=EmbeddingQADataset)
+
 
 @dataclass
-class TrainContext:
-    train: EmbeddingQADataset
-    validation: EmbeddingQADataset
+class TrainContext(Generic[D]):
+    train: D
+    validation: D
     work_dir: Path  # local output dir (uploaded afterwards when the output is s3://)
     reporter: Reporter
     stop: StopFlag
@@ -58,6 +64,8 @@ class TrainOutcome:
     samples: int  # training pairs processed in this run (resumed steps excluded)
     losses: list[tuple[int, float]] = field(default_factory=list)
     resumed_from: int | None = None
+    selection: dict[str, Any] | None = None  # metrics.Selection.summary(): best step, validation curve
+    extra: dict[str, Any] = field(default_factory=dict)  # engine figures for result.json (frozen pass, ...)
 
 
 class Engine(Protocol):

@@ -97,6 +97,11 @@ def apply_path_map(cfg: TrainerConfig, mapping: Mapping[str, str]) -> TrainerCon
         engine = engine.model_copy(
             update={"adapter": ad.model_copy(update={"base_model": _local_model(ad.base_model, mapping)})}
         )
+    if engine.llm is not None:
+        llm = engine.llm
+        engine = engine.model_copy(
+            update={"llm": llm.model_copy(update={"base_model": _local_model(llm.base_model, mapping)})}
+        )
     report = cfg.report.model_copy(
         update={"token_path": m(cfg.report.token_path), "ca_path": m(cfg.report.ca_path)}
     )

@@ -83,6 +83,13 @@ class RetrievalMetrics(KubeModel):
         description="llm engine, method dpo: fraction of validation pairs whose preferred output the model "
         "scores higher than the non-preferred one.",
     )
+    preference_margin: float | None = Field(
+        default=None,
+        ge=-1e9,
+        le=1e9,
+        description="llm engine, method dpo: mean log-probability margin of the preferred over the non-preferred "
+        "output.",
+    )
     examples: int | None = Field(default=None, ge=0, description="llm engine: validation examples evaluated.")
 
 

@@ -5,6 +5,10 @@ fine-tuning"): per line valid JSON, a `messages` list, known roles and keys, con
 at least one assistant message, optional `functions`/`tools`; token counts per example, examples over the
 context limit, and the estimated billed tokens for the chosen (or default) number of epochs.
 
+The preference (DPO) format is checked with the same message checks in preference_format.py, whose
+`check_dataset` is the one entry point of both the OpenAI and the llm engine (a file that passes for one passes
+for the other).
+
 `check_inputs_jsonl` checks Gradient's `{"inputs": str | [StructuredInput], "multiplier"?: number}` lines.
 
 Token counting: tiktoken downloads its BPE files from the internet on first use, which an operator must
@@ -253,9 +257,11 @@ def _content_text(content: Any) -> str | None:
     return None
 
 
-def _check_message(number: int, index: int, msg: Any, report: DatasetReport) -> bool:
+def _check_message(
+    number: int, index: int, msg: Any, report: DatasetReport, list_name: str = "messages"
+) -> bool:
     """Check one message; returns whether it is an assistant message."""
-    where = f"messages[{index}]"
+    where = f"{list_name}[{index}]"
     if not isinstance(msg, dict):
         report.add_error(number, "message_not_object", f"{where} is not an object")
         return False
@@ -332,14 +338,22 @@ def check_chat_jsonl(
     model: str = "gpt-4o-mini-2024-07-18",
     epochs: int | None = None,
     counter: TokenCounter | None = None,
+    limit: int | None = None,
+    billed: bool = True,
 ) -> DatasetReport:
-    """Check an OpenAI chat fine-tuning JSONL file; see the module docstring."""
+    """Check an OpenAI chat fine-tuning JSONL file; see the module docstring. `limit` overrides the model's
+    context limit; `billed=False` (in-cluster training) leaves out the billed-token estimate."""
     report = DatasetReport(format="chat")
     counter = counter or token_counter(model)
-    limit = context_limit(model)
+    limit = limit or context_limit(model)
     for number, example in _iter_lines(data, report):
         if not isinstance(example, dict):
             report.add_error(number, "data_type", "line is not a JSON object")
+            continue
+        if "preferred_output" in example or "input" in example:
+            report.add_error(
+                number, "preference_line", "a preference (DPO) example in chat data: use method dpo for it"
+            )
             continue
         unknown = sorted(set(example) - EXAMPLE_KEYS)
         if unknown:
@@ -366,7 +380,7 @@ def check_chat_jsonl(
                 report.over_limit_lines.append(number)
     report.counter = counter.name
     report.context_limit = limit
-    if report.ok:
+    if report.ok and billed:
         report.epochs = epochs or default_epochs(report.examples)
         report.billed_tokens = sum(min(t, limit) for t in report.token_counts) * report.epochs
         if report.over_limit_lines:

@@ -25,7 +25,6 @@ from openai.types.fine_tuning import FineTuningJob
 
 from ..api.finetunejob import FinetuneJob, OpenAIEngine
 from .base import Observation
-from .chat_format import check_chat_jsonl
 from .hosted_common import (
     DataSourceError,
     HostedContext,
@@ -40,6 +39,7 @@ from .hosted_common import (
     retry_after_seconds,
     with_retries,
 )
+from .preference_format import check_dataset
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -207,7 +207,7 @@ class OpenAIBackend:
         counts: dict[str, int] = {}
         billed = 0
         for which, content in files.items():
-            report = check_chat_jsonl(content, model=eng.base_model, epochs=eng.hyperparameters.epochs)
+            report = check_dataset(content, "chat", model=eng.base_model, epochs=eng.hyperparameters.epochs)
             if not report.ok:
                 return Observation(
                     state="invalid",

@@ -64,4 +64,5 @@ def default_registry() -> BackendRegistry:
     registry = BackendRegistry()
     registry.register(EngineKind.SENTENCE_TRANSFORMERS, InClusterBackend)
     registry.register(EngineKind.ADAPTER, InClusterBackend)
+    registry.register(EngineKind.LLM, InClusterBackend)
     return registry

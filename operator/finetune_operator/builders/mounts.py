@@ -97,6 +97,8 @@ def _model_uris(spec: FinetuneJobSpec) -> list[str]:
         uris.append(spec.engine.adapter.base_model)
         if spec.engine.adapter.continue_from:
             uris.append(spec.engine.adapter.continue_from)
+    if spec.engine.llm is not None:
+        uris.append(spec.engine.llm.base_model)
     return uris
 
 

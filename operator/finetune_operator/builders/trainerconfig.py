@@ -30,6 +30,9 @@ def _pod_spec(spec: FinetuneJobSpec) -> FinetuneJobSpec:
     if engine.adapter is not None:
         ad = engine.adapter.model_copy(update={"base_model": local_model_path(engine.adapter.base_model)})
         engine = engine.model_copy(update={"adapter": ad})
+    if engine.llm is not None:
+        llm = engine.llm.model_copy(update={"base_model": local_model_path(engine.llm.base_model)})
+        engine = engine.model_copy(update={"llm": llm})
     return spec.model_copy(update={"engine": engine})
 
 

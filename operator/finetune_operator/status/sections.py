@@ -28,6 +28,7 @@ _FORMATS = {
     "adapter": "adapter",
     "openai": "openai",
     "gradient": "gradient",
+    "llm": "peft-lora",
 }
 
 
