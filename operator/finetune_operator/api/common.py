@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
@@ -49,6 +50,16 @@ MAX_SECRET = 4096  # a refused inline credential (bounded like everything else)
 Name = Annotated[str, StringConstraints(max_length=MAX_NAME)]
 QualifiedName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUALIFIED_NAME)]
 LabelValue = Annotated[str, StringConstraints(max_length=MAX_LABEL_VALUE)]
+
+
+def _truncate(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > MAX_MESSAGE:
+        return value[: MAX_MESSAGE - 1] + "…"
+    return value
+
+
+# A status message: cut to the bound rather than refused, so a long error never makes a status write invalid.
+Message = Annotated[str, BeforeValidator(_truncate), StringConstraints(max_length=MAX_MESSAGE)]
 
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -214,9 +225,7 @@ class Condition(KubeModel):
     reason: str = Field(
         max_length=1024, description="A CamelCase, machine-readable reason for the last transition."
     )
-    message: str = Field(
-        default="", max_length=MAX_MESSAGE, description="A human-readable message about the transition."
-    )
+    message: Message = Field(default="", description="A human-readable message about the transition.")
     last_transition_time: datetime = Field(description="When the condition last changed status (RFC 3339).")
     observed_generation: int | None = Field(
         default=None, description="The .metadata.generation the condition was computed from."

@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from .common import MAX_ID, MAX_MESSAGE, MAX_STATUS_URI, MAX_URI, Condition, KubeModel, Name
+from .common import MAX_ID, MAX_STATUS_URI, MAX_URI, Condition, KubeModel, Message, Name
 
 
 class Phase(StrEnum):
@@ -175,9 +175,7 @@ class FinetuneJobStatus(KubeModel):
         description="Admitted, Running, Succeeded, Failed, Suspended and Ready conditions.",
     )
     observed_generation: int | None = Field(default=None, description="Generation the status reflects.")
-    message: str | None = Field(
-        default=None, max_length=MAX_MESSAGE, description="Human-readable summary of the current state."
-    )
+    message: Message | None = Field(default=None, description="Human-readable summary of the current state.")
     start_time: datetime | None = Field(default=None, description="When the first attempt started.")
     completion_time: datetime | None = Field(default=None, description="When the job finished.")
     attempts: int | None = Field(default=None, ge=0, description="Attempts started so far.")
