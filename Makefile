@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# The CPU wheel of torch first: an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[trainer,openai,gradient,dev]'
+	$(BIN)/pip install --quiet -e '.[trainer,llm,openai,gradient,dev]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
