@@ -19,7 +19,7 @@ import yaml
 
 from finetune_operator.api.celcost import (
     STATIC_ESTIMATED_COST_LIMIT,
-    CelCheckError,
+    CompileError,
     check_crd,
     cost_error_message,
     estimate_crd,
@@ -198,7 +198,7 @@ def test_rule_costs_match_hand_computed_values(rule: str, cost: int) -> None:
 
 
 def test_unknown_field_is_a_compile_error() -> None:
-    with pytest.raises(CelCheckError, match="undefined field 'nope'"):
+    with pytest.raises(CompileError, match=r"compilation failed: .*undefined field 'nope'"):
         estimate_expression("has(self.nope)", _obj({"s": STR10}))
 
 
@@ -575,3 +575,38 @@ def test_finetune_crds_refuses_what_the_server_would_refuse(
     assert f"71,303,168 / 10,000,000  {items}  OVER BUDGET" in result.output
     assert 'The CustomResourceDefinition "finetunejobs.finetune.dev" is invalid:' in result.output
     assert f"* {items}: Forbidden: estimated rule cost exceeds budget by factor of 7.1x" in result.output
+
+
+# --- the server's other checks of a rule ------------------------------------------------------------------
+def test_old_self_is_refused_inside_uncorrelatable_lists() -> None:
+    item = _obj(
+        {"name": STR10, "s": STR10},
+        required=["name"],
+        **{"x-kubernetes-validations": [{"rule": "self.s == oldSelf.s"}]},
+    )
+    schema = _obj({"list": {"type": "array", "maxItems": 4, "items": item}})
+    root = "spec.validation.openAPIV3Schema"
+    assert check_crd(_crd(schema)) == [
+        f'{root}.properties[list].items.x-kubernetes-validations[0].rule: Invalid value: "self.s == oldSelf.s": '
+        f"oldSelf cannot be used on the uncorrelatable portion of the schema within {root}.properties[list]"
+    ]
+    schema["properties"]["list"].update(
+        {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}
+    )
+    assert check_crd(_crd(schema)) == []
+
+
+def test_rule_field_errors_come_first_and_skip_compilation() -> None:
+    rules = [{"rule": "  "}, {"rule": "self.nope == 1"}, {"rule": "true", "optionalOldSelf": True}]
+    errors = check_crd(_crd(_obj({"s": STR10}, **{"x-kubernetes-validations": rules})))
+    assert errors == [
+        "spec.validation.openAPIV3Schema.x-kubernetes-validations[0].rule: Required value: rule is not specified"
+    ]
+    errors = check_crd(_crd(_obj({"s": STR10}, **{"x-kubernetes-validations": rules[1:]})))
+    prefix = "spec.validation.openAPIV3Schema.x-kubernetes-validations"
+    assert errors == [
+        f'{prefix}[0].rule: Invalid value: apiextensions.ValidationRule{{Rule:"self.nope == 1", Message:"", '
+        'MessageExpression:"", Reason:(*apiextensions.FieldValueErrorReason)(nil), FieldPath:"", '
+        "OptionalOldSelf:(*bool)(nil)}: compilation failed: ERROR: <input>: undefined field 'nope'",
+        f"{prefix}[1].optionalOldSelf: Invalid value: true: may not be set if oldSelf is not used in rule",
+    ]

@@ -22,6 +22,7 @@ from .crd import (
     format_report,
 )
 from .decltypes import MAX_REQUEST_SIZE_BYTES, max_cardinality, schema_decl_type
+from .rules import CompileError
 
 __all__ = [
     "MAX_REQUEST_SIZE_BYTES",
@@ -29,6 +30,7 @@ __all__ = [
     "STATIC_ESTIMATED_CRD_COST_LIMIT",
     "CelCheckError",
     "CelSyntaxError",
+    "CompileError",
     "CrdCostReport",
     "RuleCost",
     "SchemaCost",

@@ -1,83 +1,36 @@
-"""cel-go's static cost estimator (checker/cost.go) with Kubernetes' CostEstimator (apiserver cel/library/cost.go).
+"""cel-go's static cost estimator (checker/cost.go), driven by Kubernetes' CostEstimator (library.py).
 
 The walk, the size bookkeeping (field paths, computed sizes, entry sizes of lists and maps) and every
 constant follow cel-go; `has()` costs nothing beyond its operand because the Kubernetes base
-environment sets `PresenceTestHasCost(false)`. Sizes of schema fields come from the DeclType via the
-field path, exactly as apiextensions' sizeEstimator does (including its habit of dropping the first
-path element, whatever variable it names).
+environment sets `PresenceTestHasCost(false)`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from .celast import ACCU, Call, Comprehension, Expr, Ident, ListLit, Literal, MapLit, Select
 from .checker import CelType, Checker
 from .decltypes import DeclType
-
-MAX_U64 = 2**64 - 1
-SELECT_AND_IDENT_COST = 1
-CONST_COST = 0
-LIST_CREATE_BASE_COST = 10
-MAP_CREATE_BASE_COST = 30
-STRING_TRAVERSAL_COST_FACTOR = 0.1
-REGEX_STRING_LENGTH_COST_FACTOR = 0.25
-PRESENCE_TEST_COST = 0  # environment/base.go: cel.CostEstimatorOptions(checker.PresenceTestHasCost(false))
-
-
-def _add(x: int, y: int) -> int:
-    return min(x + y, MAX_U64)
-
-
-def _mul(x: int, y: int) -> int:
-    return min(x * y, MAX_U64)
-
-
-def _by_factor(x: int, f: float) -> int:
-    xf = float(x)
-    if xf > 0 and f > 0 and xf > MAX_U64 / f:
-        return MAX_U64
-    c = math.ceil(xf * f)
-    return MAX_U64 if c >= 2**64 else int(c)
-
-
-@dataclass(frozen=True)
-class Est:
-    """A [min, max] range; cel-go's SizeEstimate and CostEstimate share this arithmetic."""
-
-    min: int
-    max: int
-
-    def add(self, o: Est) -> Est:
-        return Est(_add(self.min, o.min), _add(self.max, o.max))
-
-    def mul(self, o: Est) -> Est:
-        return Est(_mul(self.min, o.min), _mul(self.max, o.max))
-
-    def factor(self, f: float) -> Est:
-        return Est(_by_factor(self.min, f), _by_factor(self.max, f))
-
-    def union(self, o: Est) -> Est:
-        return Est(min(self.min, o.min), max(self.max, o.max))
-
-
-def fixed(v: int) -> Est:
-    return Est(v, v)
-
-
-UNKNOWN = Est(0, MAX_U64)
-_SCALARS = {"bool", "double", "duration", "int", "timestamp", "uint"}
-
-
-@dataclass
-class Node:
-    """checker.AstNode: a field path from a variable, the type, the expression and its computed size."""
-
-    path: list[str] | None
-    type: CelType
-    expr: Expr | None
-    computed_size: Est | None = None
+from .estimates import (
+    CONST_COST,
+    LIST_CREATE_BASE_COST,
+    MAP_CREATE_BASE_COST,
+    MAX_U64,
+    PRESENCE_TEST_COST,
+    REGEX_STRING_LENGTH_COST_FACTOR,
+    SCALARS,
+    SELECT_AND_IDENT_COST,
+    STRING_TRAVERSAL_COST_FACTOR,
+    UNKNOWN,
+    CallEst,
+    Est,
+    Node,
+    add_u64,
+    fixed,
+    mul_u64,
+)
+from .library import K8sEstimator
 
 
 @dataclass(frozen=True)
@@ -98,124 +51,6 @@ class _LocalVar:
     path: list[str]
     size: Est | None
     entry: Entry | None
-
-
-@dataclass(frozen=True)
-class CallEst:
-    cost: Est
-    result_size: Est | None = None
-
-
-class K8sEstimator:
-    """library.CostEstimator wrapping apiextensions' sizeEstimator over the rule's DeclType."""
-
-    def __init__(self, root: DeclType) -> None:
-        self.root = root
-
-    def estimate_size(self, node: Node) -> Est | None:
-        if not node.path:
-            return None
-        cur = self.root
-        for name in node.path[1:]:  # "cut off self from path, since we always start there"
-            nxt = (
-                cur.elem
-                if name in ("@items", "@values")
-                else cur.key
-                if name == "@keys"
-                else cur.fields.get(name)
-            )
-            if nxt is None:
-                return None
-            cur = nxt
-        return Est(0, cur.max_elements)
-
-    def _size(self, node: Node) -> Est:
-        return node.computed_size or self.estimate_size(node) or UNKNOWN
-
-    def _list_element(self, lst: Node) -> Node | None:
-        if not lst.type.params:
-            return None
-        return Node([*lst.path, "@items"] if lst.path else None, lst.type.params[0], None)
-
-    def call_cost(self, fn: str, overload: str, target: Node | None, args: list[Node]) -> CallEst | None:
-        f = STRING_TRAVERSAL_COST_FACTOR
-        if fn == "check":
-            return CallEst(fixed(350000))
-        if fn in ("serviceAccount", "path", "group", "resource", "subresource", "namespace", "name",
-                  "allowed", "reason", "error", "errored"):  # fmt: skip
-            return CallEst(fixed(1))
-        if fn in ("isSorted", "sum", "max", "min", "indexOf", "lastIndexOf") and target is not None:
-            el = self._list_element(target)
-            if el is not None:
-                el_cost = fixed(1)
-                if el.type.kind in ("string", "bytes"):
-                    el_cost = el_cost.add(self._size(el).factor(f))
-                return CallEst(self._size(target).mul(el_cost))
-            return CallEst(self._size(target).factor(f))
-        if fn == "url" and len(args) == 1:
-            return CallEst(self._size(args[0]).factor(f))
-        if fn in ("lowerAscii", "upperAscii", "substring", "trim") and target is not None:
-            sz = self._size(target)
-            return CallEst(sz.factor(f), sz)
-        if fn == "replace" and target is not None and len(args) >= 2:
-            return self._replace(target, args)
-        if fn == "split" and target is not None:
-            sz = self._size(target)
-            top = sz.max
-            if len(args) > 1 and isinstance(args[1].expr, Literal) and isinstance(args[1].expr.value, int):
-                top = args[1].expr.value % 2**64
-            return CallEst(sz.factor(2 * f), Est(0, top))
-        if fn == "join" and target is not None:
-            lst = self._size(target)
-            el = self._list_element(target)
-            sz = lst.mul(self._size(el)) if el is not None else Est(0, 0)
-            if args:
-                seps = Est(max(lst.min - 1, 0), max(lst.max - 1, 0))
-                sz = sz.add(self._size(args[0]).mul(seps))
-            return CallEst(sz.factor(f), sz)
-        if fn in ("find", "findAll") and target is not None and args:
-            sz = self._size(target)
-            str_cost = sz.add(fixed(1)).factor(f)
-            regex_cost = self._size(args[0]).factor(REGEX_STRING_LENGTH_COST_FACTOR)
-            return CallEst(str_cost.mul(regex_cost), Est(0, sz.max))
-        if fn in ("cidr", "isIP", "isCIDR", "quantity", "isQuantity") and target is not None and args:
-            return CallEst(self._size(args[0]).factor(f))
-        if fn == "ip" and target is not None:
-            if args and overload != "cidr_ip":
-                return CallEst(self._size(args[0]).factor(f))
-            return CallEst(fixed(1))
-        if fn == "ip.isCanonical" and target is not None and args:
-            return CallEst(self._size(args[0]).factor(2 * f))
-        if fn in ("masked", "prefixLength", "family", "isUnspecified", "isLoopback", "isLinkLocalMulticast",
-                  "isLinkLocalUnicast", "sign", "asInteger", "isInteger", "asApproximateFloat",
-                  "isGreaterThan", "isLessThan", "compareTo", "add", "sub"):  # fmt: skip
-            return CallEst(fixed(1))
-        if fn in ("containsIP", "containsCIDR") and target is not None and args:
-            sz = Est(4, 16)
-            cost = sz.add(sz).factor(f)
-            if fn == "containsCIDR":
-                cost = cost.add(sz.factor(f)).add(fixed(1))
-            if overload in ("cidr_contains_ip_string", "cidr_contains_cidr_string"):
-                cost = cost.add(self._size(args[0]).factor(f))
-            return CallEst(cost)
-        return None
-
-    def _replace(self, target: Node, args: list[Node]) -> CallEst:
-        sz, old, new = self._size(target), self._size(args[0]), self._size(args[1])
-        if old.min == 0:
-            count_max, kept_max = (sz.max + 1 if sz.max < MAX_U64 else sz.max), sz.max
-        elif new.max <= old.min:
-            count_max, kept_max = 0, sz.max
-        else:
-            count_max, kept_max = math.ceil(sz.max / old.min), 0
-        if old.max == 0:
-            count_min, kept_min = (sz.min + 1 if sz.min < MAX_U64 else sz.min), sz.min
-        elif old.max <= new.min:
-            count_min, kept_min = 0, sz.min
-        else:
-            count_min, kept_min = math.ceil(sz.min / old.max), 0
-        size = Est(count_min, count_max).mul(new).add(Est(kept_min, kept_max))
-        return CallEst(sz.factor(2 * STRING_TRAVERSAL_COST_FACTOR), size)
 
 
 class Coster:
@@ -286,7 +121,7 @@ class Coster:
         if size is not None:
             self.sizes[e] = size
             return size
-        if self._type(e).kind in _SCALARS:
+        if self._type(e).kind in SCALARS:
             return fixed(1)
         if isinstance(e, Ident):
             v = self._peek(e.name)
@@ -393,13 +228,13 @@ class Coster:
             return CallEst(t.factor(f).add(arg_sum), t.add(size(args[0])) if args else t)
         if oid == "string_to_bytes" and len(args) == 1:
             sz = size(args[0])
-            return CallEst(sz.factor(f).add(arg_sum), Est(sz.min, _mul(sz.max, 4)))
+            return CallEst(sz.factor(f).add(arg_sum), Est(sz.min, mul_u64(sz.max, 4)))
         if oid == "bytes_to_string" and len(args) == 1:
             sz = size(args[0])
             return CallEst(sz.factor(f).add(arg_sum), Est(sz.min // 4, sz.max))
         if oid == "strings_quote" and len(args) == 1:
             sz = size(args[0])
-            return CallEst(sz.factor(f).add(arg_sum), Est(_add(sz.min, 2), _add(_mul(sz.max, 2), 2)))
+            return CallEst(sz.factor(f).add(arg_sum), Est(add_u64(sz.min, 2), add_u64(mul_u64(sz.max, 2), 2)))
         if oid in ("starts_with_string", "ends_with_string") and len(args) == 1:
             return CallEst(size(args[0]).factor(f).add(arg_sum))
         if oid == "in_list" and len(args) == 2:

@@ -14,10 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .celast import CelSyntaxError, parse
-from .checker import CelCheckError, Checker
-from .coster import MAX_U64, estimate_max_cost
-from .decltypes import DeclType, max_cardinality, schema_decl_type
+from .decltypes import max_cardinality, schema_decl_type
+from .estimates import MAX_U64
+from .rules import Compiled, CompileError, compile_expression, go_quote, go_rule_value, rule_field_errors
 
 STATIC_ESTIMATED_COST_LIMIT = 10_000_000
 STATIC_ESTIMATED_CRD_COST_LIMIT = 100_000_000
@@ -96,10 +95,14 @@ def _max_elements(s: Mapping[str, Any]) -> int | None:
 
 @dataclass
 class _Walk:
+    """One schema's traversal: rule costs, the running total, schema errors and CEL errors (kept apart)."""
+
     report: CrdCostReport
     suppress_per_expression: bool
     total: int = 0
     most_expensive: list[tuple[str, int]] = field(default_factory=list)
+    schema_errors: list[str] = field(default_factory=list)
+    cel_errors: list[str] = field(default_factory=list)
 
     def observe(self, path: str, cost: int) -> None:
         self.total = min(self.total + cost, MAX_U64)
@@ -109,25 +112,50 @@ class _Walk:
         self.most_expensive.sort(key=lambda pc: pc[1], reverse=True)
         del self.most_expensive[4:]
 
-    def visit(self, s: Mapping[str, Any], path: str, cardinality: int | None, is_root: bool) -> None:
-        def child_card() -> int | None:
-            if cardinality is None:
-                return None
+    def visit(
+        self, s: Mapping[str, Any], path: str, cardinality: int | None, is_root: bool, no_old_self: str | None
+    ) -> bool:
+        """Children first, then this node's rules; True when this subtree has schema errors."""
+        child_card: int | None = None
+        if cardinality is not None:
             m = _max_elements(s)
-            return None if m is None else _mul_guard(cardinality, m) if cardinality else 0
-
+            child_card = None if m is None else _mul_guard(cardinality, m)
+        before = len(self.schema_errors)
         extra = s.get("additionalProperties")
         if isinstance(extra, Mapping):
-            self.visit(extra, f"{path}.additionalProperties", child_card(), False)
+            self.visit(extra, f"{path}.additionalProperties", child_card, False, no_old_self)
+        map_type = s.get("x-kubernetes-map-type")
         for name, prop in (s.get("properties") or {}).items():
             if isinstance(prop, Mapping):
-                self.visit(prop, f"{path}.properties[{name}]", child_card(), False)
+                # maps and structs are correlatable unless a future map type says otherwise
+                uncorrelatable = map_type not in (None, "granular", "atomic")
+                self.visit(
+                    prop,
+                    f"{path}.properties[{name}]",
+                    child_card,
+                    False,
+                    no_old_self or (path if uncorrelatable else None),
+                )
         items = s.get("items")
         if isinstance(items, Mapping):
-            self.visit(items, f"{path}.items", child_card(), False)
+            # only list-type=map items can be correlated between old and new objects
+            correlatable = s.get("x-kubernetes-list-type") == "map"
+            self.visit(
+                items, f"{path}.items", child_card, False, no_old_self or (None if correlatable else path)
+            )
         rules = s.get("x-kubernetes-validations") or []
-        if rules:
-            self.rules(s, path, cardinality, is_root or bool(s.get("x-kubernetes-embedded-resource")), rules)
+        for i, rule in enumerate(rules):
+            self.schema_errors += rule_field_errors(rule, f"{path}.x-kubernetes-validations[{i}]")
+        if rules and len(self.schema_errors) == before:
+            self.rules(
+                s,
+                path,
+                cardinality,
+                is_root or bool(s.get("x-kubernetes-embedded-resource")),
+                rules,
+                no_old_self,
+            )
+        return len(self.schema_errors) > before
 
     def rules(
         self,
@@ -136,10 +164,11 @@ class _Walk:
         cardinality: int | None,
         is_root: bool,
         rules: list[Mapping[str, Any]],
+        no_old_self: str | None,
     ) -> None:
         decl = schema_decl_type(s, is_root)
         if decl is None:
-            self.report.errors.append(
+            self.cel_errors.append(
                 f"{path}.x-kubernetes-validations: Internal error: internal error: failed to retrieve type "
                 "information for x-kubernetes-validations"
             )
@@ -147,55 +176,53 @@ class _Walk:
         for i, rule in enumerate(rules):
             rule_path = f"{path}.x-kubernetes-validations[{i}]"
             text = str(rule.get("rule", "")).strip()
-            if not text:
-                continue
             try:
-                base = _expression_cost(text, decl, want="bool")
-            except (CelSyntaxError, CelCheckError) as exc:
-                self.report.errors.append(
-                    f"{rule_path}.rule: Invalid value: {text!r}: compilation failed: {exc}"
-                )
-                continue
-            card = cardinality if cardinality is not None else max_cardinality(decl.min_serialized_size)
-            self._expression(f"{rule_path}.rule", text, _mul_guard(base, card))
-            message_expr = str(rule.get("messageExpression", "")).strip()
-            if message_expr:
-                try:
-                    msg_cost = _expression_cost(message_expr, decl, want="string")
-                except (CelSyntaxError, CelCheckError) as exc:
-                    self.report.errors.append(
-                        f"{rule_path}.messageExpression: Invalid value: {message_expr!r}: "
-                        f"messageExpression compilation failed: {exc}"
+                compiled: Compiled | None = compile_expression(text, decl)
+            except CompileError as exc:
+                compiled = None
+                self.observe(f"{rule_path}.rule", 0)
+                self.cel_errors.append(f"{rule_path}.rule: Invalid value: {go_rule_value(rule)}: {exc}")
+            if compiled is not None:
+                card = cardinality if cardinality is not None else max_cardinality(decl.min_serialized_size)
+                self._expression(f"{rule_path}.rule", text, _mul_guard(compiled.cost, card))
+                message_expr = str(rule.get("messageExpression", "")).strip()
+                if message_expr:
+                    try:
+                        # the server does not multiply messageExpression costs by the cardinality
+                        cost = compile_expression(message_expr, decl, message=True).cost
+                        self._expression(
+                            f"{rule_path}.messageExpression", message_expr, cost, "messageExpression"
+                        )
+                    except CompileError as exc:
+                        self.cel_errors.append(
+                            f"{rule_path}.messageExpression: Invalid value: {go_rule_value(rule)}: {exc}"
+                        )
+            if compiled is not None and compiled.uses_old_self:
+                if no_old_self is not None:
+                    self.cel_errors.append(
+                        f"{rule_path}.rule: Invalid value: {go_quote(str(rule.get('rule', '')))}: oldSelf cannot be "
+                        f"used on the uncorrelatable portion of the schema within {no_old_self}"
                     )
-                    continue
-                # the server does not multiply messageExpression costs by the cardinality
-                self._expression(
-                    f"{rule_path}.messageExpression", message_expr, msg_cost, "messageExpression"
+            elif rule.get("optionalOldSelf") is not None:
+                self.cel_errors.append(
+                    f"{rule_path}.optionalOldSelf: Invalid value: {str(bool(rule['optionalOldSelf'])).lower()}: "
+                    "may not be set if oldSelf is not used in rule"
                 )
 
     def _expression(self, path: str, text: str, cost: int, what: str = "rule") -> None:
         self.report.rules.append(RuleCost(path, text, cost, STATIC_ESTIMATED_COST_LIMIT))
         if not self.suppress_per_expression and cost > STATIC_ESTIMATED_COST_LIMIT:
             msg = cost_error_message(f"estimated {what} cost", cost, STATIC_ESTIMATED_COST_LIMIT)
-            self.report.errors.append(f"{path}: Forbidden: {msg}")
+            self.cel_errors.append(f"{path}: Forbidden: {msg}")
         self.observe(path, cost)
-
-
-def _expression_cost(text: str, decl: DeclType, want: str) -> int:
-    expr = parse(text)
-    checker = Checker(decl)
-    out = checker.check(expr)
-    if out.kind not in (want, "dyn") and not (want == "string" and out.kind == "list"):
-        raise CelCheckError(f"cel expression must evaluate to a {want}")
-    return estimate_max_cost(checker, decl, expr)
 
 
 def estimate_expression(rule: str, schema: Mapping[str, Any], is_root: bool = False) -> int:
     """The CEL cost of one rule on one schema node, before the cardinality multiplier."""
     decl = schema_decl_type(schema, is_root)
     if decl is None:
-        raise CelCheckError("the schema is not exposed to CEL")
-    return _expression_cost(rule, decl, want="bool")
+        raise CompileError("the schema is not exposed to CEL")
+    return compile_expression(rule, decl).cost
 
 
 def _schemas(crd: Mapping[str, Any]) -> list[tuple[str, str, Mapping[str, Any]]]:
@@ -234,7 +261,8 @@ def estimate_crd(crd: Mapping[str, Any], old_crd: Mapping[str, Any] | None = Non
     old = {name or path: s for path, name, s in _schemas(old_crd)} if old_crd is not None else {}
     for path, name, schema in _schemas(crd):
         walk = _Walk(report, suppress_per_expression=old.get(name or path) == schema)
-        walk.visit(schema, path, 1, True)
+        walk.visit(schema, path, 1, True, None)
+        report.errors += walk.schema_errors + walk.cel_errors
         report.schemas.append(SchemaCost(path, walk.total))
         if walk.total > STATIC_ESTIMATED_CRD_COST_LIMIT:
             report.errors.extend(f"{p}: Forbidden: {_CONTRIBUTED}" for p, _ in walk.most_expensive)
