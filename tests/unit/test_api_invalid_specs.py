@@ -458,6 +458,24 @@ CASES += [
         "spec.s3.secretAccessKey",
     ),
     (
+        "data-url-with-credentials",
+        st_job,
+        _set("spec.dataset.train", {"url": "https://alice:hunter2@data.example.com/train.json"}),
+        "spec.dataset.train.url",
+    ),
+    (
+        "llm-base-url-with-credentials",
+        generate_job,
+        _set("spec.dataset.generate.llm.baseUrl", "http://user:sk-1@vllm.llm:8000/v1"),
+        "spec.dataset.generate.llm.baseUrl",
+    ),
+    (
+        "s3-endpoint-with-credentials",
+        st_job,
+        _set("spec.s3", {"endpointUrl": "https://AKIA:secret@minio.local:9000"}),
+        "spec.s3.endpointUrl",
+    ),
+    (
         "s3-inline-session-token",
         st_job,
         _set("spec.s3", {"sessionToken": "FQoG"}),

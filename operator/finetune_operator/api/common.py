@@ -58,6 +58,34 @@ def _truncate(value: Any) -> Any:
     return value
 
 
+_USERINFO = "^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*@"
+_USERINFO_MESSAGE = (
+    "credentials in a URL are refused (user:password@ would be stored and shown by kubectl get): "
+    "use a secretKeyRef instead"
+)
+
+
+def no_userinfo(value: str | None) -> str | None:
+    """A field validator of every Url field: refuse user:password@ with the CEL rule's message."""
+    if value is not None and re.match(_USERINFO, value):
+        raise PydanticCustomError("inline_credential", _USERINFO_MESSAGE)
+    return value
+
+
+# A URL that may not carry user:password@: a CEL rule refuses it on the server; each model using the type
+# refuses it too with `_urls = field_validator(...)(no_userinfo)` (an AfterValidator here would hide the
+# field's pattern from the generated schema).
+Url = Annotated[
+    str,
+    Field(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": f"!self.matches('{_USERINFO}')", "message": _USERINFO_MESSAGE}
+            ]
+        }
+    ),
+]
+
 # A status message: cut to the bound rather than refused, so a long error never makes a status write invalid.
 Message = Annotated[str, BeforeValidator(_truncate), StringConstraints(max_length=MAX_MESSAGE)]
 

@@ -6,7 +6,17 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .common import DNS_SUBDOMAIN, MAX_NAME, MAX_URI, ConfigMapKeyRef, KubeModel, Refused, SecretKeyRef
+from .common import (
+    DNS_SUBDOMAIN,
+    MAX_NAME,
+    MAX_URI,
+    ConfigMapKeyRef,
+    KubeModel,
+    Refused,
+    SecretKeyRef,
+    Url,
+    no_userinfo,
+)
 
 DATA_URL = r"^(https?://[^\s]+|s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9]/[^\s]+)$"
 
@@ -53,9 +63,11 @@ class DataSource(KubeModel):
 
     config_map: ConfigMapKeyRef | None = Field(default=None, description="A key of a ConfigMap.")
     pvc: PvcPath | None = Field(default=None, description="A path on a PersistentVolumeClaim.")
-    url: str | None = Field(
+    url: Url | None = Field(
         default=None, max_length=MAX_URI, pattern=DATA_URL, description="An http(s):// URL or an s3:// URI."
     )
+
+    _urls = field_validator("url")(no_userinfo)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> DataSource:
@@ -68,7 +80,7 @@ class DataSource(KubeModel):
 class LLMEndpoint(KubeModel):
     """An OpenAI-compatible chat-completions endpoint (hosted API or in-cluster vLLM)."""
 
-    base_url: str = Field(
+    base_url: Url = Field(
         max_length=MAX_URI,
         pattern=r"^https?://[^\s]+$",
         description="Base URL, e.g. http://vllm.llm:8000/v1.",
@@ -82,6 +94,8 @@ class LLMEndpoint(KubeModel):
     temperature: float = Field(default=0.2, ge=0, le=2, description="Sampling temperature.")
     max_concurrency: int = Field(default=4, ge=1, le=256, description="Requests in flight at once.")
     max_retries: int = Field(default=5, ge=0, le=50, description="Retries per request, with backoff.")
+
+    _urls = field_validator("base_url")(no_userinfo)
 
 
 MAX_DOCUMENTS = 64  # each entry may be a directory; the CEL rules on an entry cost x64, well in budget

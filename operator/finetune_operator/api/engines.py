@@ -5,9 +5,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from .common import MAX_ID, MAX_URI, KubeModel, Refused, SecretKeyRef
+from .common import MAX_ID, MAX_URI, KubeModel, Refused, SecretKeyRef, Url, no_userinfo
 from .engine_llm import LlmEngine
 from .evaluation import EvaluationSpec, HardNegativesSpec
 
@@ -175,7 +175,7 @@ class OpenAIHyperparameters(KubeModel):
 class HostedEndpoint(KubeModel):
     """Where a hosted-API engine sends its requests."""
 
-    base_url: str | None = Field(
+    base_url: Url | None = Field(
         default=None,
         max_length=MAX_URI,
         pattern=r"^https?://[^\s]+$",
@@ -188,6 +188,8 @@ class HostedEndpoint(KubeModel):
     )
     organization: str | None = Field(default=None, max_length=256, description="Organization id header.")
     api_key: Annotated[str | None, Refused("spec.engine.openai.apiKeySecretRef")] = None
+
+    _urls = field_validator("base_url")(no_userinfo)
 
 
 class OpenAIEngine(KubeModel):
@@ -257,7 +259,7 @@ class GradientEngine(KubeModel):
         default=None, ge=1, le=100_000_000, description="Stop after this many fine-tune calls."
     )
     epochs: int = Field(default=1, ge=1, le=1000, description="Passes over the inputs.")
-    host: str | None = Field(
+    host: Url | None = Field(
         default=None,
         max_length=MAX_URI,
         pattern=r"^https?://[^\s]+$",
@@ -271,6 +273,8 @@ class GradientEngine(KubeModel):
         default=False,
         description="Delete an adapter this job created when the job is deleted before finishing.",
     )
+
+    _urls = field_validator("host")(no_userinfo)
 
     @model_validator(mode="after")
     def _one_model(self) -> GradientEngine:

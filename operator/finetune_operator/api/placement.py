@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .common import (
     DNS_LABEL,
@@ -21,6 +21,8 @@ from .common import (
     OpenObject,
     QualifiedName,
     Refused,
+    Url,
+    no_userinfo,
 )
 from .engines import STORAGE_URI
 
@@ -48,7 +50,7 @@ _S3_SECRET = ("{name} of a Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_K
 class S3Spec(KubeModel):
     """S3 settings for s3:// data and output URIs."""
 
-    endpoint_url: str | None = Field(
+    endpoint_url: Url | None = Field(
         default=None,
         max_length=MAX_URI,
         pattern=r"^https?://[^\s]+$",
@@ -62,6 +64,8 @@ class S3Spec(KubeModel):
     access_key_id: Annotated[str | None, Refused("credentialsSecretRef", *_S3_SECRET)] = None
     secret_access_key: Annotated[str | None, Refused("credentialsSecretRef", *_S3_SECRET)] = None
     session_token: Annotated[str | None, Refused("credentialsSecretRef", *_S3_SECRET)] = None
+
+    _urls = field_validator("endpoint_url")(no_userinfo)
 
 
 class GpuSpec(KubeModel):
