@@ -51,8 +51,8 @@ def load_manifests(files: list[Path]) -> list[JsonDict]:
     return sorted(docs, key=lambda d: order.get(str(d.get("kind")), 99))
 
 
-def _metric(status: JsonDict, which: str) -> float | None:
-    value = ((status.get("metrics") or {}).get(which) or {}).get("mrrAt10")
+def _metric(status: JsonDict, which: str, key: str = "mrrAt10") -> float | None:
+    value = ((status.get("metrics") or {}).get(which) or {}).get(key)
     return float(value) if isinstance(value, int | float) else None
 
 
@@ -68,12 +68,16 @@ def _duration(status: JsonDict) -> str:
 
 
 def render_table(jobs: list[JsonDict]) -> str:
-    rows = [("JOB", "ENGINE", "PHASE", "DURATION", "MRR@10 BEFORE -> AFTER", "MODEL")]
+    rows = [("JOB", "ENGINE", "PHASE", "DURATION", "MRR@10 (llm: LOSS) BEFORE -> AFTER", "MODEL")]
     for job in jobs:
         status = job.get("status") or {}
         before, after = _metric(status, "before"), _metric(status, "after")
         if before is not None and after is not None:
             mrr = f"{before:.3f} -> {after:.3f} ({after - before:+.3f})"
+        elif (lb := _metric(status, "before", "loss")) is not None and (
+            la := _metric(status, "after", "loss")
+        ) is not None:
+            mrr = f"loss {lb:.3f} -> {la:.3f} ({la - lb:+.3f})"
         else:
             mrr = "-"
         model = (

@@ -1,0 +1,99 @@
+"""`finetune local` on the examples/llm jobs: emulator + real operator + the real trainer (TRL + PEFT) on CPU,
+with the base model on the `models` PVC replaced by a tiny random Llama."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from tests.llm_fixtures import copy_tiny_llama
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "llm"
+MODEL = "qwen2.5-0.5b-instruct"  # the path examples/llm names on the models PVC
+
+
+def _run_local(tmp: Path, job_file: Path, dataset_file: Path, **engine: object) -> tuple[Path, str]:
+    job = yaml.safe_load(job_file.read_text())
+    job["spec"]["engine"]["llm"].update(engine)
+    job["spec"]["placement"] = {"resources": {"gpu": {"count": 0}, "cpu": "1", "memory": "2Gi"}}
+    manifests = tmp / "manifests"
+    manifests.mkdir()
+    (manifests / "job.yaml").write_text(yaml.safe_dump(job))
+    (manifests / "dataset.yaml").write_text(dataset_file.read_text())
+    (manifests / "pvc.yaml").write_text((EXAMPLE / "pvc.yaml").read_text())
+    workdir = tmp / "work"
+    copy_tiny_llama(workdir / "pvc" / "models" / MODEL)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "finetune_operator.cli",
+            "local",
+            str(manifests),
+            "--workdir",
+            str(workdir),
+            "--timeout",
+            "500",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=560,
+        env={
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "OMP_NUM_THREADS": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp),
+        },
+    )
+    name = job["metadata"]["name"]
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert f"default/{name}" in proc.stdout and "Succeeded" in proc.stdout
+    assert "loss " in proc.stdout  # the summary table shows the validation loss before -> after
+    return workdir / "pvc" / "finetune-output" / "llm" / "default" / name, proc.stdout
+
+
+def test_finetune_local_llm_sft_example(tmp_path: Path) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out, stdout = _run_local(
+        tmp_path, EXAMPLE / "finetunejob.yaml", EXAMPLE / "dataset.yaml", learningRate=0.05, epochs=4
+    )
+    result = json.loads((out / "result.json").read_text())
+    assert result["model"]["format"] == "hf-causal-lm"  # merge: true in the example
+    assert result["model"]["storageUri"] == "pvc://finetune-output/llm/default/llm-sft/model/merged"
+    assert result["model"]["baseModel"] == f"pvc://models/{MODEL}"
+    assert "pvc://finetune-output/llm/default/llm-sft/model/merged" in stdout  # status.model.storageUri
+    before, after = result["metrics"]["before"], result["metrics"]["after"]
+    assert after["loss"] < before["loss"], (before, after)
+    torch.set_num_threads(1)
+    base = AutoModelForCausalLM.from_pretrained(str(tmp_path / "work" / "pvc" / "models" / MODEL))
+    peft = PeftModel.from_pretrained(base, str(out / "model"))
+    assert peft.active_adapter == "default"
+
+
+def test_finetune_local_llm_dpo_example(tmp_path: Path) -> None:
+    out, _ = _run_local(
+        tmp_path,
+        EXAMPLE / "dpo" / "finetunejob.yaml",
+        EXAMPLE / "dpo" / "dataset.yaml",
+        learningRate=0.05,
+        epochs=6,
+        beta=0.5,
+    )
+    result = json.loads((out / "result.json").read_text())
+    assert result["model"]["format"] == "peft-lora"
+    metrics = result["metrics"]
+    assert metrics["after"]["preferenceMargin"] > metrics["before"]["preferenceMargin"], metrics
+    assert (out / "model" / "adapter_model.safetensors").is_file()
