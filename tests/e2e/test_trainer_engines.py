@@ -66,7 +66,8 @@ def test_adapter_engine_trains_and_improves(tiny: Path, data: tuple[Path, Path],
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["status"] == "succeeded" and result["model"]["format"] == "adapter"
-    assert result["steps"] == 20 * 4
+    assert result["totalSteps"] == 20 * 4 and 0 < result["steps"] <= 20 * 4  # may stop early (patience)
+    assert result["metrics"]["modelImproved"] is True and result["metrics"]["bestStep"] > 0
     assert result["metrics"]["after"]["mrrAt10"] > result["metrics"]["before"]["mrrAt10"]
     assert (tmp_path / "model" / "adapter" / "pytorch_model.bin").is_file()
     assert (tmp_path / "training.png").is_file() and any((tmp_path / "tensorboard").iterdir())
@@ -129,7 +130,7 @@ def _wait_for_checkpoint(out: Path, proc: subprocess.Popen[str], timeout: float 
 
 
 def test_adapter_sigkill_then_resume_same_steps(tiny: Path, data: tuple[Path, Path], tmp_path: Path) -> None:
-    args = ("--epochs", "400", "--batch-size", "16", "--checkpoint-steps", "20")
+    args = ("--epochs", "400", "--batch-size", "16", "--checkpoint-steps", "20", "--patience", "0")
     proc = subprocess.Popen(
         _train_cmd("adapter", tiny, data, tmp_path, *args),
         env=ENV,
@@ -148,7 +149,7 @@ def test_adapter_sigkill_then_resume_same_steps(tiny: Path, data: tuple[Path, Pa
 
 
 def test_adapter_sigterm_saves_and_exits_4(tiny: Path, data: tuple[Path, Path], tmp_path: Path) -> None:
-    args = ("--epochs", "3000", "--batch-size", "16", "--checkpoint-steps", "100000")
+    args = ("--epochs", "3000", "--batch-size", "16", "--checkpoint-steps", "100000", "--patience", "0")
     proc = subprocess.Popen(
         _train_cmd("adapter", tiny, data, tmp_path, *args),
         env=ENV,

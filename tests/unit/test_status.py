@@ -444,3 +444,55 @@ def test_failed_status_is_stable_without_observations() -> None:
     done = derive_status(make_job(), obs, T0)
     again = derive_status(make_job(status=done), Observed(admitted=True), T0 + timedelta(hours=1))
     assert again["phase"] == "Failed" and status_patch(done, again) is None
+
+
+def _selection_result(improved: bool) -> dict[str, Any]:
+    after = 0.6 if improved else 0.4
+    msg = (
+        "validation MRR@10 0.4000 -> 0.6000 (+0.2000), best at step 40"
+        if improved
+        else "no evaluation beat the base model: validation MRR@10 0.4000 -> 0.4000 (best at step 0 of 80); "
+        "the best model evaluated is published (the base model)"
+    )
+    return {
+        **RESULT,
+        "metrics": {
+            "before": {"mrrAt10": 0.4},
+            "after": {"mrrAt10": after},
+            "bestStep": 40 if improved else 0,
+            "selectionMetric": "mrrAt10",
+            "stoppedEarly": not improved,
+            "modelImproved": improved,
+            "improvementMessage": msg,
+            "validationCurve": [{"step": 0, "mrrAt10": 0.4}, {"step": 40, "mrrAt10": after}, {"step": 80}],
+        },
+        "dataset": {"validationSource": "heldOutByDocument", "trainQueries": 80},
+    }
+
+
+@pytest.mark.parametrize("improved", [True, False])
+def test_model_improved_condition_and_validation_curve(improved: bool) -> None:
+    running = derive_status(make_job(), Observed(admitted=True, attempts=(att(1, "running", T0),)), T0)
+    obs = Observed(admitted=True, attempts=(att(1, "succeeded", T0, T0, result=_selection_result(improved)),))
+    done = derive_status(make_job(status=running), obs, T0 + timedelta(minutes=1))
+    c = {x["type"]: x for x in done["conditions"]}
+    assert done["phase"] == "Succeeded"  # a model no better than its base still succeeds ...
+    assert c["ModelImproved"]["status"] == ("True" if improved else "False")
+    assert c["ModelImproved"]["reason"] == ("Improved" if improved else "NoImprovement")
+    assert ("0.4000 -> 0.4000" in c["ModelImproved"]["message"]) is not improved
+    m = done["metrics"]
+    assert m["bestStep"] == (40 if improved else 0) and m["modelImproved"] is improved
+    assert [p["step"] for p in m["validationCurve"]] == [0, 40, 80]
+    assert done["dataset"]["validationSource"] == "heldOutByDocument"
+    events = events_for_transition(running, done)
+    warnings = [e for e in events if e[0] == "Warning"]
+    # ... and says so: a Warning Event with the figures
+    assert warnings == ([] if improved else [("Warning", "NoImprovement", c["ModelImproved"]["message"])])
+    # stable: the same observations give the same status, and no new events
+    again = derive_status(make_job(status=done), obs, T0 + timedelta(minutes=2))
+    assert status_patch(done, again) is None and events_for_transition(done, again) == []
+    # kept once the attempt's result is gone (e.g. the trainer Job was cleaned up)
+    later = derive_status(make_job(status=done), Observed(admitted=True), T0 + timedelta(minutes=3))
+    assert {x["type"]: x["status"] for x in later["conditions"]}["ModelImproved"] == c["ModelImproved"][
+        "status"
+    ]

@@ -237,7 +237,11 @@ def test_result_fields_land_in_status(tmp_path: Path) -> None:
         "trainQueries": 8,
         "validationQueries": 6,
         "corpusSize": 8,
+        "validationSource": "given",
     }
+    assert metrics["modelImproved"] is (
+        result["metrics"]["after"]["mrrAt10"] > result["metrics"]["before"]["mrrAt10"]
+    )
     ckpts = derive_checkpoints(None, [result["checkpoints"]])
     assert ckpts is not None and ckpts["latest"].step == 40
     assert ckpts["latest"].uri == "pvc://finetune-models/runs/team-a/demo/checkpoints/checkpoint-40"

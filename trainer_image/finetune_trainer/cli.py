@@ -82,6 +82,12 @@ def _train_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--keep-checkpoints", type=int, default=None, help="Keep the newest K checkpoints.")
     p.add_argument("--seed", type=int)
+    p.add_argument(
+        "--patience",
+        type=int,
+        help="Stop after this many validation evaluations without improvement (0: never early).",
+    )
+    p.add_argument("--eval-steps", type=int, help="Evaluate every N steps (default: once per epoch).")
     p.add_argument("--no-progress", action="store_true", help="No progress bar.")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -121,6 +127,9 @@ def build_config(args: argparse.Namespace) -> Any:
     for flag, key in (("epochs", "epochs"), ("batch_size", "batchSize"), ("learning_rate", "learningRate")):
         if getattr(args, flag) is not None:
             eng[key] = getattr(args, flag)
+    for flag, key in (("patience", "patience"), ("eval_steps", "steps")):
+        if getattr(args, flag, None) is not None:
+            eng.setdefault("evaluation", {})[key] = getattr(args, flag)
     if args.adapter and kind == "adapter":
         eng.setdefault("adapter", {})["kind"] = "linear" if args.adapter == "linear" else "twoLayer"
     spec_body = spec.to_json() if spec is not None else {}

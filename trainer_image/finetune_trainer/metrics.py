@@ -67,3 +67,75 @@ def evaluate_model(model: Any, ds: EmbeddingQADataset, k: int = K, batch_size: i
     q = model.encode_query([ds.queries[i] for i in qids], batch_size=batch_size, convert_to_tensor=True)
     d = model.encode_document([ds.corpus[i] for i in dids], batch_size=batch_size, convert_to_tensor=True)
     return retrieval_metrics(q.cpu(), d.cpu(), relevant, k)
+
+
+MAX_CURVE_POINTS = 30  # validation curve points kept for result.json / status (first, best and last kept)
+
+
+class Selection:
+    """Validation-driven model selection: the curve of (step, metric), the best step (step 0 = the base
+    model), and early stopping after `patience` evaluations in a row without an improvement > min_delta."""
+
+    def __init__(self, metric: str = "mrrAt10", patience: int = 3, min_delta: float = 0.0) -> None:
+        self.metric, self.patience, self.min_delta = metric, patience, min_delta
+        self.curve: list[tuple[int, float]] = []
+        self.best_step: int | None = None
+        self.best_value = -math.inf
+        self.since_best = 0
+
+    def record(self, step: int, metrics: dict[str, Any]) -> bool:
+        """Add an evaluation; True when it is the new best."""
+        value = float(metrics[self.metric])
+        if self.curve and self.curve[-1][0] == step:
+            return False  # the same step evaluated twice (e.g. the last step is also an epoch end)
+        self.curve.append((step, value))
+        if self.best_step is None or value > self.best_value + self.min_delta:
+            self.best_step, self.best_value, self.since_best = step, value, 0
+            return True
+        self.since_best += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience > 0 and self.since_best >= self.patience
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "curve": [list(p) for p in self.curve],
+            "best_step": self.best_step,
+            "best_value": self.best_value if self.best_step is not None else None,
+            "since_best": self.since_best,
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.curve = [(int(s), float(v)) for s, v in state.get("curve", [])]
+        self.best_step = state.get("best_step")
+        best = state.get("best_value")
+        self.best_value = float(best) if best is not None else -math.inf
+        self.since_best = int(state.get("since_best", 0))
+
+    def summary(self, stopped_early: bool = False) -> dict[str, Any]:
+        """What result.json says: the best step, the metric, the (bounded) validation curve."""
+        return {
+            "bestStep": self.best_step,
+            "selectionMetric": self.metric,
+            "stoppedEarly": stopped_early,
+            "validationCurve": [
+                {"step": s, self.metric: round(v, 5)} for s, v in thin_curve(self.curve, self.best_step)
+            ],
+        }
+
+
+def thin_curve(
+    curve: list[tuple[int, float]], keep: int | None, limit: int = MAX_CURVE_POINTS
+) -> list[tuple[int, float]]:
+    """At most `limit` points, evenly spaced, always with the first, the last and the `keep` step."""
+    if len(curve) <= limit:
+        return list(curve)
+    picks = {0, len(curve) - 1}
+    picks |= {i for i, (s, _) in enumerate(curve) if s == keep}
+    room = limit - len(picks)
+    stride = (len(curve) - 1) / max(1, room + 1)
+    picks |= {round(stride * (j + 1)) for j in range(room)}
+    return [curve[i] for i in sorted(picks)][:limit]

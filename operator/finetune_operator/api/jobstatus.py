@@ -93,6 +93,16 @@ class RetrievalMetrics(KubeModel):
     examples: int | None = Field(default=None, ge=0, description="llm engine: validation examples evaluated.")
 
 
+class CurvePoint(KubeModel):
+    """One validation evaluation during training."""
+
+    step: int = Field(ge=0, le=1_000_000_000, description="Optimizer step (0: the base model).")
+    mrr_at10: float | None = Field(default=None, ge=0, le=1, description="MRR@10 on the validation set.")
+    ndcg_at10: float | None = Field(default=None, ge=0, le=1, description="NDCG@10 (when it selects).")
+    hit_rate_at1: float | None = Field(default=None, ge=0, le=1, description="Accuracy@1 (when it selects).")
+    hit_rate_at_k: float | None = Field(default=None, ge=0, le=1, description="Accuracy@k (when it selects).")
+
+
 class MetricsStatus(KubeModel):
     """Evaluation before and after training."""
 
@@ -104,6 +114,24 @@ class MetricsStatus(KubeModel):
     )
     samples_per_second: float | None = Field(default=None, ge=0, description="Training throughput.")
     wall_seconds: float | None = Field(default=None, ge=0, description="Training wall time.")
+    best_step: int | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000_000,
+        description="Step of the published model: the best validation evaluation (0: the base model).",
+    )
+    selection_metric: str | None = Field(
+        default=None, max_length=32, description="The validation metric that picked the best step."
+    )
+    stopped_early: bool | None = Field(
+        default=None, description="Training stopped before its last step (evaluation.patience ran out)."
+    )
+    model_improved: bool | None = Field(
+        default=None, description="The published model beats the base model on the validation set."
+    )
+    validation_curve: list[CurvePoint] | None = Field(
+        default=None, max_length=30, description="Validation metric by step (first, best and last kept)."
+    )
     mrr_at10_change: str | None = Field(
         default=None,
         max_length=32,
@@ -158,6 +186,12 @@ class DatasetStatus(KubeModel):
     train_queries: int | None = Field(default=None, ge=0, description="Training queries / examples.")
     validation_queries: int | None = Field(default=None, ge=0, description="Validation queries / examples.")
     corpus_size: int | None = Field(default=None, ge=0, description="Documents in the corpus.")
+    validation_source: str | None = Field(
+        default=None,
+        max_length=32,
+        description="given: the spec's validation set; heldOutByDocument: a split of the training data by "
+        "document (no query of a held-out document was trained on).",
+    )
 
 
 class FinetuneJobStatus(KubeModel):

@@ -141,10 +141,23 @@ def events_for_transition(
     failed_new, failed_old = int(new_status.get("failedAttempts") or 0), int(old.get("failedAttempts") or 0)
     if failed_new > failed_old:
         events.append(("Warning", "AttemptFailed", f"{failed_new} failed attempt(s) so far"))
+    improved_new, improved_old = _model_improved(new_status), _model_improved(old)
+    if improved_new is not None and improved_new != improved_old:
+        status, reason, message = improved_new
+        if status == "False":  # the job succeeded but its model is no better than the base model
+            events.append(("Warning", reason, message or "the finetuned model did not beat the base model"))
     att_new, att_old = int(new_status.get("attempts") or 0), int(old.get("attempts") or 0)
     if att_new > att_old:
         events.append(("Normal", "AttemptStarted", f"attempt {att_new} started"))
     return events
+
+
+def _model_improved(status: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    """(status, reason, message) of the ModelImproved condition, if any."""
+    for c in status.get("conditions") or []:
+        if isinstance(c, Mapping) and c.get("type") == "ModelImproved":
+            return str(c.get("status")), str(c.get("reason") or ""), str(c.get("message") or "")
+    return None
 
 
 def _reason_of(status: Mapping[str, Any]) -> str:

@@ -36,7 +36,45 @@ CONDITION_TYPES = (
     "Ready",
     "Reconciling",
     "Stalled",
-)
+)  # always present; ModelImproved joins them once a finished trainer says whether its model beat the base
+R_IMPROVED = "Improved"
+R_NO_IMPROVEMENT = "NoImprovement"
+MAX_CONDITION_MESSAGE = 1024
+
+
+def model_improved_condition(
+    result: Mapping[str, Any] | None, now: datetime, gen: int | None, old: Mapping[str, Any]
+) -> Condition | None:
+    """ModelImproved from the trainer's result (metrics.modelImproved / improvementMessage): True/Improved,
+    or False/NoImprovement with the figures when no evaluation beat the base model (the base model, or the
+    best evaluated one, is what was published). Without a result saying so, an earlier condition is kept."""
+    old_conds = {c.get("type", ""): c for c in old.get("conditions") or [] if isinstance(c, Mapping)}
+    metrics = (result or {}).get("metrics")
+    flag = metrics.get("modelImproved") if isinstance(metrics, Mapping) else None
+    if not isinstance(flag, bool):
+        prev = old_conds.get("ModelImproved")
+        if prev is None:
+            return None
+        return _condition(
+            "ModelImproved",
+            str(prev.get("status", "Unknown")),
+            str(prev.get("reason", "")),
+            str(prev.get("message", "")),
+            now,
+            gen,
+            old_conds,
+        )
+    assert isinstance(metrics, Mapping)
+    message = str(metrics.get("improvementMessage") or "")[:MAX_CONDITION_MESSAGE]
+    return _condition(
+        "ModelImproved",
+        "True" if flag else "False",
+        R_IMPROVED if flag else R_NO_IMPROVEMENT,
+        message,
+        now,
+        gen,
+        old_conds,
+    )
 
 
 @dataclass(frozen=True)
@@ -362,10 +400,14 @@ def derive_status(job: FinetuneJob | Mapping[str, Any], observed: Observed, now:
         or old.get("remoteJobId")
     )
     ckpts = derive_checkpoints(trainer_ckpts, [a.observation.checkpoints for a in observed.attempts])
+    conditions = _conditions(dec, observed, now, gen, old)
+    improved = model_improved_condition(result if dec.phase == Phase.SUCCEEDED else None, now, gen, old)
+    if improved is not None:
+        conditions.append(improved)
     status = FinetuneJobStatus(
         phase=dec.phase,
         engine=job.spec.engine.kind.value,
-        conditions=_conditions(dec, observed, now, gen, old),
+        conditions=conditions,
         observed_generation=gen,
         message=dec.message,
         start_time=start_time(observed, old),

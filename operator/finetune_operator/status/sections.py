@@ -17,10 +17,20 @@ from pydantic import BaseModel, ValidationError
 from pydantic.alias_generators import to_camel
 
 from ..api.finetunejob import FinetuneJob, engine_summary
-from ..api.jobstatus import CheckpointRef, DatasetStatus, MetricsStatus, ModelRef, Progress, RetrievalMetrics
+from ..api.jobstatus import (
+    CheckpointRef,
+    CurvePoint,
+    DatasetStatus,
+    MetricsStatus,
+    ModelRef,
+    Progress,
+    RetrievalMetrics,
+)
 from ..builders.mounts import resolve_output
 
 MAX_CHECKPOINTS = 10
+MAX_CURVE_POINTS = 30
+SELECTION_KEYS = ("bestStep", "selectionMetric", "stoppedEarly", "modelImproved")
 M = TypeVar("M", bound=BaseModel)
 
 _FORMATS = {
@@ -110,11 +120,17 @@ def derive_metrics(result: Mapping[str, Any] | None, trained_tokens: int | None)
                 "samplesPerSecond": merged.get("samplesPerSecond"),
                 "wallSeconds": merged.get("wallSeconds"),
                 "trainedTokens": tokens,
+                **{k: merged.get(k) for k in SELECTION_KEYS},
             },
         )
         or MetricsStatus()
     )
-    out = out.model_copy(update={"before": before, "after": after})
+    raw_curve = merged.get("validationCurve")
+    points = raw_curve if isinstance(raw_curve, list) else []
+    curve = [p for p in (model_or_none(CurvePoint, x) for x in points) if p is not None]
+    out = out.model_copy(
+        update={"before": before, "after": after, "validation_curve": curve[-MAX_CURVE_POINTS:] or None}
+    )
     return out if out.to_json() else None
 
 
