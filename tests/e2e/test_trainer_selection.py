@@ -95,3 +95,22 @@ def test_adapter_holds_out_by_document_without_a_validation_set(tiny: Path, tmp_
     assert (
         result["frozenPass"]["precision"] in ("fp32", "bf16") and result["frozenPass"]["textsPerSecond"] > 0
     )
+
+
+def test_sentence_transformers_that_cannot_help_publishes_the_base_model(tiny: Path, tmp_path: Path) -> None:
+    train = _shuffled_labels(small_dataset(tmp_path / "t.json", TRAIN, 64), tmp_path / "shuffled.json")
+    val = small_dataset(tmp_path / "v.json", VAL, 32)
+    engine = {
+        "sentenceTransformers": {
+            "model": str(tiny),
+            "epochs": 1,
+            "batchSize": 16,
+            "learningRate": 1e-3,
+            "evaluation": {"steps": 2},
+        }
+    }
+    result = _run(tmp_path, engine, train, val)
+    m = result["metrics"]
+    assert m["modelImproved"] is False and m["bestStep"] == 0, m
+    assert [p["step"] for p in m["validationCurve"]] == [0, 2, 4]
+    assert m["after"]["mrrAt10"] == pytest.approx(m["before"]["mrrAt10"], abs=1e-6)
