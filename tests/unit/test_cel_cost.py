@@ -27,6 +27,11 @@ from finetune_operator.api.celcost import (
     max_cardinality,
     schema_decl_type,
 )
+from finetune_operator.api.celcost.celast import parse
+from finetune_operator.api.celcost.checker import Checker
+from finetune_operator.api.celcost.coster import Coster
+from finetune_operator.api.celcost.estimates import Est, Node
+from finetune_operator.api.celcost.library import K8sEstimator
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
@@ -524,6 +529,192 @@ def test_upstream_cost_estimation_table(
             assert got > LIMIT
         else:
             assert got == want
+
+
+# --- kubernetes' library cost table (apiserver/pkg/cel/library/cost_test.go) -------------------------------
+# Min and max estimated costs of literal expressions; that test sizes every string and bytes value it cannot
+# see at 0..12 (its testCostEstimator), so this one does the same.
+INT_L = "[1, 2, 3, 4, 5]"
+UINT_L = "[uint(1), uint(2), uint(3), uint(4), uint(5)]"
+DOUBLE_L = "[1.0, 2.0, 3.0, 4.0, 5.0]"
+BOOL_L = "[false, true, false, true, false]"
+STR_L = "['012345678901', '012345678901', '012345678901', '012345678901', '012345678901']"
+BYTES_L = "[bytes('012345678901'), bytes('012345678901'), bytes('012345678901'), bytes('012345678901'), bytes('012345678901')]"
+DUR_L = "[duration('1s'), duration('2s'), duration('3s'), duration('4s'), duration('5s')]"
+TS_L = (
+    "[timestamp('2011-01-01T00:00:00.000+01:00'), timestamp('2011-01-02T00:00:00.000+01:00'), "
+    "timestamp('2011-01-03T00:00:00.000+01:00'), timestamp('2011-01-04T00:00:00.000+01:00'), "
+    "timestamp('2011-01-05T00:00:00.000+01:00')]"
+)
+STR50 = "'01234567890123456789012345678901234567890123456789'"
+V4, V6 = "ip('192.168.0.1')", "ip('2001:db8:3333:4444:5555:6666:7777:8888')"
+C4, C6 = "cidr('192.168.0.0/16')", "cidr('2001:db8::/32')"
+URL = "url('https:://kubernetes.io/')"
+
+LIB_CASES: list[tuple[str, int, int]] = [
+    *[(f'semver("1.2.3").{f}()', 2, 2) for f in ("major", "minor", "patch")],
+    *[(f'semver("1.0.0").{f}(semver("1.1.0"))', 3, 3) for f in ("isLessThan", "isGreaterThan", "compareTo")],
+    *[
+        (INT_L + ".sum()", 15, 15),
+        (UINT_L + ".sum()", 20, 20),
+        (DOUBLE_L + ".sum()", 15, 15),
+        (DUR_L + ".sum()", 20, 20),
+    ],
+    *[
+        (lit + op, lo, hi)
+        for op in (".isSorted()", ".max()", ".min()")
+        for lit, lo, hi in (
+            (INT_L, 15, 15),
+            (UINT_L, 20, 20),
+            (DOUBLE_L, 15, 15),
+            (BOOL_L, 15, 15),
+            (STR_L, 15, 25),
+            (BYTES_L, 25, 35),
+            (DUR_L, 20, 20),
+            (TS_L, 20, 20),
+        )
+    ],
+    *[
+        (lit + op % param, lo, hi)
+        for op in (".indexOf(%s)", ".lastIndexOf(%s)")
+        for lit, param, lo, hi in (
+            (INT_L, "3", 15, 15),
+            (UINT_L, "uint(3)", 21, 21),
+            (DOUBLE_L, "3.0", 15, 15),
+            (BOOL_L, "true", 15, 15),
+            (STR_L, "'x'", 15, 25),
+            (BYTES_L, "bytes('x')", 26, 36),
+            (DUR_L, "duration('3s')", 21, 21),
+            (TS_L, "timestamp('2011-01-03T00:00:00.000+01:00')", 21, 21),
+            (STR50, "'123'", 5, 5),
+        )
+    ],
+    *[
+        (URL + op, 4, 4)
+        for op in (
+            ".getScheme()",
+            ".getHostname()",
+            ".getHost()",
+            ".getPort()",
+            ".getEscapedPath()",
+            ".getQuery()",
+        )
+    ],
+    (URL + " == url('https:://kubernetes.io/')", 7, 9),
+    (URL + " == url('http://x.b')", 5, 5),
+    (V4, 2, 2),
+    (V6, 4, 4),
+    *[
+        (ip + op, base + 1, base + 1)
+        for ip, base in ((V4, 2), (V6, 4))
+        for op in (
+            ".family()",
+            ".isUnspecified()",
+            ".isLoopback()",
+            ".isLinkLocalMulticast()",
+            ".isLinkLocalUnicast()",
+            ".isGlobalUnicast()",
+        )
+    ],
+    (V4 + " == ip('192.168.0.1')", 5, 5),
+    (V6 + " == ip('192.168.0.1')", 7, 7),
+    ("ip.isCanonical('192.168.0.1')", 3, 3),
+    ("ip.isCanonical('2001:db8:3333:4444:5555:6666:7777:8888')", 8, 8),
+    ("ip.isCanonical('2001:db8::abcd')", 3, 3),
+    (C4, 2, 2),
+    (C6, 2, 2),
+    *[(c + op, 3, 3) for c in (C4, C6) for op in (".ip()", ".prefixLength()", ".masked()")],
+    (C4 + " == cidr('2001:db8::/32')", 5, 5),
+    (C6 + " == cidr('2001:db8::/32')", 5, 5),
+    *[
+        (C4 + op, 2 + lo, 2 + hi)
+        for op, lo, hi in (
+            (".containsCIDR(cidr('192.0.0.0/30'))", 5, 9),
+            (".containsCIDR(cidr('192.168.0.0/16'))", 5, 9),
+            (".containsCIDR('192.0.0.0/30')", 5, 9),
+            (".containsCIDR('192.168.0.0/16')", 5, 9),
+            (".containsIP(ip('192.0.0.1'))", 2, 5),
+            (".containsIP(ip('192.169.0.1'))", 3, 6),
+            (".containsIP(ip('192.169.169.250'))", 3, 6),
+            (".containsIP('192.0.0.1')", 2, 5),
+            (".containsIP('192.169.0.1')", 3, 6),
+        )
+    ],
+    *[
+        (C6 + op, 2 + lo, 2 + hi)
+        for op, lo, hi in (
+            (".containsCIDR(cidr('2001:db8::/126'))", 5, 9),
+            (".containsCIDR(cidr('2001:db8::/32'))", 5, 9),
+            (".containsCIDR('2001:db8::/126')", 5, 9),
+            (".containsCIDR('2001:db8::/32')", 5, 9),
+            (".containsIP(ip('2001:db8:3333:4444:5555:6666:7777:8888'))", 5, 8),
+            (".containsIP(ip('2001:db8::1'))", 3, 6),
+            (".containsIP('2001:db8:3333:4444:5555:6666:7777:8888')", 5, 8),
+            (".containsIP('2001:db8::1')", 3, 6),
+        )
+    ],
+    ("'ABCDEFGHIJ abcdefghij'.lowerAscii()", 3, 3),
+    ("'ABCDEFGHIJ abcdefghij'.lowerAscii() == 'abcdefghij ABCDEFGHIJ'.lowerAscii()", 7, 9),
+    ("'ABCDEFGHIJ abcdefghij'.upperAscii()", 3, 3),
+    ("'ABCDEFGHIJ abcdefghij'.upperAscii() == 'abcdefghij ABCDEFGHIJ'.upperAscii()", 7, 9),
+    ("strings.quote('ABCDEFGHIJ abcdefghij')", 3, 3),
+    ("strings.quote('ABCDEFGHIJ abcdefghij') == strings.quote('ABCDEFGHIJ abcdefghij')", 7, 11),
+    ("'abc 123 def 123'.replace('123', '456')", 3, 3),
+    ("'abc 123 def 123'.replace('', 'x')", 3, 3),
+    ("'abc 123 def 123'.replace('123', '')", 3, 3),
+    ("'abc 123 def 123'.replace('123', '456', 1)", 3, 3),
+    ("'abc 123 def 123'.split(' ')", 3, 3),
+    ("'abc 123 def 123'.split(' ', 1)", 3, 3),
+    ("'abc 123 def 123'.substring(5)", 2, 2),
+    ("'abc 123 def 123'.substring(5, 8)", 2, 2),
+    ("'  abc 123 def 123  '.trim()", 2, 2),
+    ("['aa', 'bb', 'cc', 'd', 'e', 'f', 'g', 'h', 'i', 'j'].join(' ')", 11, 23),
+    ("['aa', 'bb', 'cc', 'd', 'e', 'f', 'g', 'h', 'i', 'j'].join()", 10, 22),
+    ("'abc 123 def 123'.find('123')", 2, 2),
+    ("'abc 123 def 123'.findAll('123')", 2, 2),
+    ("'abc 123 def 123'.findAll('123', 1)", 2, 2),
+    ("jsonpatch.escapeKey('abc/def~ abc/def~')", 2, 2),
+    ('quantity("12Mi")', 1, 1),
+    ('isQuantity("20")', 1, 1),
+    ('isQuantity("20M")', 1, 1),
+    ('quantity("200M") == quantity("200M")', 3, 3),
+    ('quantity("200M") == quantity("0.2G") && quantity("0.2G") == quantity("200M")', 3, 6),
+    (
+        'quantity("2M") == quantity("0.002G") && quantity("2000k") == quantity("2M") && quantity("0.002G") == quantity("2000k")',
+        3,
+        9,
+    ),
+    ('quantity("50M").isLessThan(quantity("50Mi"))', 3, 3),
+    ('quantity("50Mi").isGreaterThan(quantity("50M"))', 3, 3),
+    ('quantity("200M").compareTo(quantity("0.2G")) > 0', 4, 4),
+    ('quantity("50k").add(quantity("20")) == quantity("50.02k")', 5, 5),
+    ('quantity("50k").sub(quantity("20")) == quantity("49.98k")', 5, 5),
+    ('quantity("50k").sub(20) == quantity("49980")', 4, 4),
+    ('quantity("50k").add(20).sub(quantity("100k")).asInteger() > 0', 6, 6),
+    ('quantity("50k").add(20).sub(quantity("100k")).sub(-50000).asInteger() > 0', 7, 7),
+    ('quantity("50k").asInteger() > 0', 3, 3),
+    ('quantity("50").isInteger()', 2, 2),
+    ('quantity("50.703k").asApproximateFloat() > 0.0', 3, 3),
+    ('format.named("dns1123subdomain")', 1, 1),
+    ('format.named("dns1123Subdomain").value().validate("my-name")', 34, 34),
+    ('format.named("dns1123Label").value().validate("my-name")', 34, 34),
+]
+
+
+class _LibraryTestEstimator(K8sEstimator):
+    def estimate_size(self, node: Node) -> Est | None:
+        return Est(0, 12) if node.type.kind in ("string", "bytes") else None
+
+
+@pytest.mark.parametrize(("expr", "lo", "hi"), LIB_CASES, ids=[c[0][:80] for c in LIB_CASES])
+def test_upstream_library_cost_table(expr: str, lo: int, hi: int) -> None:
+    decl = schema_decl_type({"type": "object", "properties": {}})
+    assert decl is not None
+    ast = parse(expr)
+    checker = Checker(decl)
+    checker.check(ast)
+    cost = Coster(checker, _LibraryTestEstimator(decl)).cost(ast)
+    assert (cost.min, cost.max) == (lo, hi)
 
 
 # --- the committed CRDs -----------------------------------------------------------------------------------

@@ -159,6 +159,10 @@ class _Converter:
         target = self.node(t.children[0])
         name = str(t.children[1])
         args = self._args(t.children[2:])
+        namespace = _qualified_name(target)
+        if f"{namespace}.{name}" in QUALIFIED_FUNCTIONS or namespace == "format":
+            # the checker resolves `ns.fn(...)` to the global function "ns.fn" (no receiver)
+            return Call(f"{namespace}.{name}", args)
         return expand_member_macro(name, target, args) or Call(name, args, target)
 
     def t_member_index(self, t: _Tree) -> Expr:
@@ -288,6 +292,23 @@ def _ident_name(e: Expr) -> str:
     if e.name in (ACCU, "__result__"):
         raise CelSyntaxError("iteration variable overwrites accumulator variable")
     return e.name
+
+
+# global functions with qualified names in the Kubernetes CEL environment (and every `format.*` of its
+# Format library); cel-go's checker resolves `ns.fn(...)` to them before trying a member call
+QUALIFIED_FUNCTIONS = {
+    "strings.quote", "ip.isCanonical", "jsonpatch.escapeKey", "sets.contains", "sets.equivalent",
+    "sets.intersects", "optional.of", "optional.none", "optional.ofNonZeroValue",
+}  # fmt: skip
+
+
+def _qualified_name(e: Expr) -> str | None:
+    if isinstance(e, Ident):
+        return e.name
+    if isinstance(e, Select) and not e.test_only:
+        inner = _qualified_name(e.operand)
+        return f"{inner}.{e.field}" if inner else None
+    return None
 
 
 def _accu() -> Ident:

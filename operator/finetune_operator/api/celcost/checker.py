@@ -203,8 +203,11 @@ def resolve(fn: str, target: CelType | None, args: list[CelType]) -> tuple[list[
         return ["type"], TYPE
     if fn == "format" and member:
         return ["string_format"], STRING
-    if fn == "quote" and isinstance(target, CelType) and target.kind == "strings":
+    if fn == "strings.quote":
         return ["strings_quote"], STRING
+    library = _k8s_library(fn, target, args)
+    if library is not None:
+        return library
     if fn == "split":
         return [f"string_split{'_limit' if len(args) > 1 else ''}"], list_of(STRING)
     if fn in ("find",):
@@ -224,6 +227,70 @@ def resolve(fn: str, target: CelType | None, args: list[CelType]) -> tuple[list[
     if fn == "duration":
         return ["string_to_duration"], DURATION
     return [f"{fn}_{rk}"], DYN
+
+
+URL, IP, CIDR, QUANTITY, SEMVER, FORMAT = (
+    simple(k) for k in ("url", "ip", "cidr", "quantity", "semver", "format")
+)
+_LIBRARY_RESULTS: dict[str, CelType] = {
+    **dict.fromkeys(("getScheme", "getHost", "getHostname", "getPort", "getEscapedPath"), STRING),
+    **dict.fromkeys(
+        ("family", "prefixLength", "sign", "asInteger", "compareTo", "major", "minor", "patch"), INT
+    ),
+    **dict.fromkeys(
+        (
+            "isUnspecified",
+            "isLoopback",
+            "isLinkLocalMulticast",
+            "isLinkLocalUnicast",
+            "isGlobalUnicast",
+            "isInteger",
+            "isGreaterThan",
+            "isLessThan",
+            "isIP",
+            "isCIDR",
+            "ip.isCanonical",
+            "isQuantity",
+            "isSemver",
+            "isURL",
+            "hasValue",
+        ),
+        BOOL,
+    ),
+    "asApproximateFloat": DOUBLE,
+    "jsonpatch.escapeKey": STRING,
+    "getQuery": map_of(STRING, list_of(STRING)),
+}
+
+
+def _k8s_library(fn: str, target: CelType | None, args: list[CelType]) -> tuple[list[str], CelType] | None:
+    """Kubernetes' CEL libraries: URLs, IPs and CIDRs, quantities, semver, formats (their own types)."""
+    constructors = {"url": URL, "ip": IP, "cidr": CIDR, "quantity": QUANTITY, "semver": SEMVER}
+    if target is None and fn in constructors:
+        return [f"string_to_{fn}"], constructors[fn]
+    if fn == "ip" and target is not None and target.kind == "cidr":
+        return ["cidr_ip"], IP
+    if fn in ("containsIP", "containsCIDR") and args:
+        base = "cidr_contains_ip" if fn == "containsIP" else "cidr_contains_cidr"
+        suffix = {"string": "_string", "dyn": "_string"}.get(
+            args[0].kind, "_ip" if fn == "containsIP" else ""
+        )
+        return [base + suffix], BOOL
+    if fn == "masked":
+        return ["cidr_masked"], CIDR
+    if fn in ("add", "sub") and target is not None and target.kind == "quantity":
+        return [f"quantity_{fn}"], QUANTITY
+    if fn == "format.named":
+        return ["format_named"], CelType("optional", (FORMAT,))
+    if fn.startswith("format."):
+        return [fn.replace(".", "_")], FORMAT
+    if fn == "validate":
+        return ["format_validate"], CelType("optional", (list_of(STRING),))
+    if fn == "value" and target is not None and target.kind == "optional":
+        return ["optional_value"], target.params[0]
+    if fn in _LIBRARY_RESULTS:
+        return [f"{fn}_{target.kind if target is not None else 'global'}"], _LIBRARY_RESULTS[fn]
+    return None
 
 
 class Checker:
@@ -257,8 +324,6 @@ class Checker:
                 return t
             if e.name in _TYPE_NAMES:
                 return TYPE
-            if e.name == "strings":
-                return CelType("strings")
             raise CelCheckError(f"undeclared reference to '{e.name}'")
         if isinstance(e, Select):
             op = self.check(e.operand)
