@@ -78,3 +78,5 @@ async def test_eviction_api_resumes_from_checkpoint_without_a_failure(
     assert status.get("failedAttempts", 0) == 0 and status["attempts"] == 2
     assert created(cluster, "jobs") == ["ft-a1", "ft-a2"]
     assert len(_events(cluster, "AttemptDisrupted")) == 1
+    # every status field the operator wrote is in the schema (the server would prune it, with a warning)
+    assert cluster.warnings == []

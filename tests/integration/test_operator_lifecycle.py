@@ -18,6 +18,8 @@ from tests.integration.operator_support import (
     wait_pod,
 )
 
+from finetune_operator.local.semantics import ApiError
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 
@@ -66,6 +68,18 @@ async def test_invalid_spec_fails_without_children(cluster: Any, operator_factor
     bad = st_job("bad")
     bad["spec"]["engine"]["sentenceTransformers"]["epochs"] = 0
     bad["spec"]["runPolicy"] = {"backoffLimit": -1}
+    # the installed CRD refuses it at the API, naming the fields (422, as a real server)
+    with pytest.raises(ApiError) as refused:
+        await cluster.create(bad)
+    assert refused.value.code == 422
+    assert "spec.engine.sentenceTransformers.epochs" in refused.value.message
+    # a job stored under a looser schema (an older CRD): the operator refuses it itself
+    crd = cluster.store.get("customresourcedefinitions", None, "finetunejobs.finetune.dev")
+    for version in crd["spec"]["versions"]:
+        version["schema"] = {
+            "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+        }
+    await cluster.replace(crd)
     await cluster.create(bad)
     status = await wait_phase(cluster, "Failed", name="bad")
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")

@@ -26,6 +26,8 @@ import aiohttp.web
 import kmock
 import yaml
 
+from finetune_operator.local import openapi
+from finetune_operator.local.admission import field_validation, warning_header
 from finetune_operator.local.pods import is_pod
 from finetune_operator.local.semantics import (
     ALL_VERBS,
@@ -110,6 +112,8 @@ class _Handler(kmock.KubernetesEmulator):
         self._keep_requests = keep_requests
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        if raw_request.path.rstrip("/").startswith("/openapi/v3"):
+            return self._api.serve_openapi(raw_request.path)
         parsed = parse_path(raw_request.path)
         if parsed is None:
             response: aiohttp.web.StreamResponse = await super().__call__(raw_request)
@@ -172,6 +176,7 @@ class Emulator:
             seed=seed,
         )
         self.store.on_register.append(self._publish)
+        self.store.on_unregister.append(self._unpublish)
         for rdef in self.store.resources:
             self._publish(rdef)
         for crd in crds:
@@ -184,6 +189,7 @@ class Emulator:
         self._with_controllers = controllers
         self._controllers: builtins.list[Any] = []
         self._streams: set[asyncio.Task[Any]] = set()
+        self.warnings: builtins.list[str] = []  # every Warning header sent: "METHOD /path: text"
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -259,6 +265,30 @@ class Emulator:
             | (set(POD_CREATE_SUBRESOURCES) if is_pod(rdef) else set()),
         )
 
+    def _unpublish(self, rdef: ResourceDef) -> None:
+        """A deleted CRD's resource leaves API discovery."""
+        self.kmock.resources.pop(kmock.resource(rdef.group, rdef.version, rdef.plural), None)
+
+    def serve_openapi(self, path: str) -> aiohttp.web.Response:
+        """``/openapi/v3`` and ``/openapi/v3/apis/<group>/<version>`` (``/openapi/v3/api/v1``)."""
+        resources = self.store.resources
+        rest = path.rstrip("/").removeprefix("/openapi/v3").strip("/")
+        if not rest:
+            gvs = [(r.group, r.version) for r in resources]
+            return _json(openapi.root_document(gvs, openapi.resources_digest(resources)))
+        segs = rest.split("/")
+        if segs[0] == "api" and len(segs) == 2:
+            group, version = "", segs[1]
+        elif segs[0] == "apis" and len(segs) == 3:
+            group, version = segs[1], segs[2]
+        else:
+            return _json(ApiError.no_resource().status(), 404)
+        if not any(r.group == group and r.version == version for r in resources):
+            return _json(ApiError.no_resource().status(), 404)
+        crds = self.store.list("customresourcedefinitions")
+        schemas = openapi.crd_schemas(crds).get(f"{group}/{version}", {})
+        return _json(openapi.group_version_document(group, version, resources, schemas))
+
     # --- one code path for HTTP and for in-process callers ---------------------------------------
 
     def execute(
@@ -272,8 +302,11 @@ class Emulator:
         body: Any = None,
         params: dict[str, str] | None = None,
         content_type: str = MERGE_PATCH,
+        warnings: builtins.list[str] | None = None,
     ) -> tuple[int, JsonDict]:
-        """Perform one non-watch API call; returns (HTTP status, body). Raises :class:`ApiError`."""
+        """Perform one non-watch API call; returns (HTTP status, body). Raises :class:`ApiError`.
+
+        ``warnings`` collects what the server would send as ``Warning`` headers (fieldValidation Warn)."""
         params = params or {}
         if rdef.namespaced is False and namespace is not None:
             raise ApiError.no_resource()
@@ -294,13 +327,24 @@ class Emulator:
             if name is None:
                 return 200, self.store.list_collection(rdef, namespace, labels, fields)
             return 200, self.store.fetch(rdef, namespace, name)
+        if method in ("POST", "PUT", "PATCH"):
+            mode = field_validation(params)
         if method == "POST" and name is None:
-            return 201, self.store.create(rdef, namespace, body)
+            return 201, self.store.create(rdef, namespace, body, field_validation=mode, warnings=warnings)
         if method == "PUT" and name is not None:
-            return 200, self.store.replace(rdef, namespace, name, body, subresource)
+            return 200, self.store.replace(
+                rdef, namespace, name, body, subresource, field_validation=mode, warnings=warnings
+            )
         if method == "PATCH" and name is not None:
             return 200, self.store.patch(
-                rdef, namespace, name, body, content_type=content_type, subresource=subresource
+                rdef,
+                namespace,
+                name,
+                body,
+                content_type=content_type,
+                subresource=subresource,
+                field_validation=mode,
+                warnings=warnings,
             )
         if method == "DELETE":
             options = dict(body) if isinstance(body, dict) else {}
@@ -332,6 +376,7 @@ class Emulator:
             except ValueError:
                 raise ApiError.bad_request("the body of the request is not valid JSON") from None
             content_type = raw.headers.get("Content-Type", MERGE_PATCH)
+            warnings: builtins.list[str] = []
             status, data = self.execute(
                 raw.method,
                 rdef,
@@ -341,8 +386,13 @@ class Emulator:
                 body=body,
                 params=params,
                 content_type=content_type,
+                warnings=warnings,
             )
-            return _json(data, status)
+            response = _json(data, status)
+            for text in warnings:
+                response.headers.add("Warning", warning_header(text))
+                self.warnings.append(f"{raw.method} {raw.path}: {text}")
+            return response
         except ApiError as exc:
             return _json(exc.status(), exc.code)
 

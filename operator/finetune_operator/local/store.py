@@ -17,6 +17,13 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from finetune_operator.local.admission import (
+    CRD_GROUP,
+    DEFAULT_FIELD_VALIDATION,
+    admit_crd,
+    admit_custom_resource,
+    is_crd,
+)
 from finetune_operator.local.pods import bind as bind_pod
 from finetune_operator.local.pods import (
     deletion_timestamp,
@@ -101,6 +108,7 @@ class ObjectStore:
         self.auto_namespaces = auto_namespaces
         self.history: builtins.list[HistoryRecord] = []
         self.on_register: builtins.list[Callable[[ResourceDef], None]] = []
+        self.on_unregister: builtins.list[Callable[[ResourceDef], None]] = []
         for rdef in builtin_resources():
             self.register(rdef)
         for name in ("default", "kube-system"):
@@ -340,7 +348,15 @@ class ObjectStore:
             )
         self.create(nsdef, None, {"metadata": {"name": namespace}})
 
-    def create(self, rdef: ResourceDef, namespace: str | None, body: Any) -> JsonDict:
+    def create(
+        self,
+        rdef: ResourceDef,
+        namespace: str | None,
+        body: Any,
+        *,
+        field_validation: str = DEFAULT_FIELD_VALIDATION,
+        warnings: builtins.list[str] | None = None,
+    ) -> JsonDict:
         if not isinstance(body, dict):
             raise ApiError.bad_request("the body of the request was not a JSON object")
         obj = clone(body)
@@ -391,6 +407,7 @@ class ObjectStore:
             obj.pop("status", None)
             if rdef.initial_status:
                 obj["status"] = clone(dict(rdef.initial_status))
+        obj = self._admit(rdef, obj, None, None, field_validation, warnings)
         result = self._commit("create", "ADDED", rdef, obj, None)
         if rdef.group == "apiextensions.k8s.io" and rdef.plural == "customresourcedefinitions":
             for crd_def in resources_from_crd(obj):
@@ -406,8 +423,20 @@ class ObjectStore:
         subresource: str | None = None,
         *,
         verb: str = "update",
+        field_validation: str = DEFAULT_FIELD_VALIDATION,
+        warnings: builtins.list[str] | None = None,
     ) -> JsonDict:
-        return self._replace(rdef, namespace, name, body, subresource, verb=verb, fresh=False)
+        return self._replace(
+            rdef,
+            namespace,
+            name,
+            body,
+            subresource,
+            verb=verb,
+            fresh=False,
+            field_validation=field_validation,
+            warnings=warnings,
+        )
 
     def _replace(
         self,
@@ -419,6 +448,8 @@ class ObjectStore:
         *,
         verb: str,
         fresh: bool,
+        field_validation: str = DEFAULT_FIELD_VALIDATION,
+        warnings: builtins.list[str] | None = None,
     ) -> JsonDict:
         """``fresh``: ``body`` is a private copy that may become the stored object (no copy made)."""
         if not isinstance(body, dict):
@@ -450,6 +481,7 @@ class ObjectStore:
                 new["status"] = body["status"] if fresh else clone(body["status"])
             else:
                 new.pop("status", None)
+            new = self._admit(rdef, new, old, "status", field_validation, warnings)
         elif subresource is None:
             new = body if fresh else clone(body)
             meta = new.setdefault("metadata", {})
@@ -479,8 +511,9 @@ class ObjectStore:
                         "metadata.finalizers: Forbidden: no new finalizers "
                         "can be added if the object is being deleted",
                     )
+            new = self._admit(rdef, new, old, None, field_validation, warnings)
             if rdef.has_generation and _spec_of(new, rdef) != _spec_of(old, rdef):
-                meta["generation"] = int(old_meta.get("generation", 1)) + 1
+                new["metadata"]["generation"] = int(old_meta.get("generation", 1)) + 1
         else:
             raise ApiError.no_resource()
         new["metadata"]["resourceVersion"] = old_meta["resourceVersion"]
@@ -505,6 +538,8 @@ class ObjectStore:
         *,
         content_type: str = MERGE_PATCH,
         subresource: str | None = None,
+        field_validation: str = DEFAULT_FIELD_VALIDATION,
+        warnings: builtins.list[str] | None = None,
     ) -> JsonDict:
         old = self._objects[rdef.storage_key].get((namespace or "", name))
         if old is None:
@@ -531,7 +566,42 @@ class ObjectStore:
             )
         if not isinstance(new, dict):
             raise ApiError(422, "Invalid", "the patched object is not a JSON object")
-        return self._replace(rdef, namespace, name, new, subresource, verb="patch", fresh=True)
+        return self._replace(
+            rdef,
+            namespace,
+            name,
+            new,
+            subresource,
+            verb="patch",
+            fresh=True,
+            field_validation=field_validation,
+            warnings=warnings,
+        )
+
+    def crd_of(self, rdef: ResourceDef) -> JsonDict | None:
+        """The installed CustomResourceDefinition that serves ``rdef`` (None for built-in resources)."""
+        crds = self._objects.get((CRD_GROUP, "customresourcedefinitions"), {})
+        return crds.get(("", f"{rdef.plural}.{rdef.group}")) if rdef.group else None
+
+    def _admit(
+        self,
+        rdef: ResourceDef,
+        obj: JsonDict,
+        old: JsonDict | None,
+        subresource: str | None,
+        mode: str,
+        warnings: builtins.list[str] | None,
+    ) -> JsonDict:
+        """The object as the server would store it: CRDs cost-checked, custom resources validated."""
+        if is_crd(rdef):
+            admit_crd(rdef, obj, old)
+            return obj
+        crd = self.crd_of(rdef)
+        if crd is None:
+            return obj
+        return admit_custom_resource(
+            crd, rdef, obj, old=old, mode=mode, subresource=subresource, warnings=warnings
+        )
 
     def delete(
         self, rdef: ResourceDef, namespace: str | None, name: str, options: JsonDict | None = None
@@ -578,9 +648,52 @@ class ObjectStore:
         return self._delete_now(rdef, clone(old), old, policy), True
 
     def _delete_now(self, rdef: ResourceDef, obj: JsonDict, old: JsonDict, policy: Any) -> JsonDict:
+        if is_crd(rdef):
+            old = self._terminate_crd(rdef, old)
+            obj = clone(old)
         return self._commit(
             "delete", "DELETED", rdef, obj, clone(old), propagation=str(policy) if policy else None
         )
+
+    def _terminate_crd(self, rdef: ResourceDef, crd: JsonDict) -> JsonDict:
+        """A CRD's deletion as the real server does it: deletionTimestamp and a `Terminating` condition
+        first (its `customresourcecleanup.apiextensions.k8s.io` finalizer holds it), then its custom
+        resources are deleted and its endpoints removed; the CRD itself goes last."""
+        terminating = clone(crd)
+        meta = terminating["metadata"]
+        meta.setdefault("deletionTimestamp", deletion_timestamp(0))
+        meta["finalizers"] = ["customresourcecleanup.apiextensions.k8s.io"]
+        set_condition(
+            terminating.setdefault("status", {}),
+            {
+                "type": "Terminating",
+                "status": "True",
+                "reason": "InstanceDeletionInProgress",
+                "message": "CustomResource deletion is in progress",
+            },
+        )
+        result = self._commit("delete", "MODIFIED", rdef, terminating, clone(crd))
+        self._drop_custom_resources(result)
+        result["metadata"]["finalizers"] = []
+        return result
+
+    def _drop_custom_resources(self, crd: JsonDict) -> None:
+        """A deleted CRD takes its custom resources with it (the apiextensions finalizer
+        `customresourcecleanup.apiextensions.k8s.io` deletes them: their watchers see DELETED), then its
+        endpoints are gone (404 on list, get and watch) and the open watches on them end."""
+        for gone in resources_from_crd(crd):
+            rdef = self._defs.pop((gone.group, gone.version, gone.plural), None)
+            if rdef is None:
+                continue
+            self._by_name.clear()
+            if not any(d.storage_key == rdef.storage_key for d in self._defs.values()):
+                for obj in builtins.list(self._objects.get(rdef.storage_key, {}).values()):
+                    self._commit("delete", "DELETED", rdef, clone(obj), clone(obj))
+            for watcher in builtins.list(self._watchers):
+                if watcher.storage_key == rdef.storage_key:
+                    self.unwatch(watcher)
+            for callback in self.on_unregister:
+                callback(rdef)
 
     def bind(self, rdef: ResourceDef, namespace: str | None, name: str, binding: Any) -> JsonDict:
         """POST pods/{name}/binding: the scheduler's (here: a kubelet's) assignment to a node."""
