@@ -552,6 +552,19 @@ C4, C6 = "cidr('192.168.0.0/16')", "cidr('2001:db8::/32')"
 URL = "url('https:://kubernetes.io/')"
 
 LIB_CASES: list[tuple[str, int, int]] = [
+    # two-variable comprehensions (ext.TwoVarComprehensions, Kubernetes 1.32+)
+    ("{'a': 1, 'b': 2}.all(k, v, v > 0)", 37, 41),
+    ("{'a': 1, 'b': 2}.exists(k, v, v > 0)", 39, 43),
+    ("{'a': 1, 'b': 2}.existsOne(k, v, v > 0)", 38, 40),
+    ("{'a': 1, 'b': 2}.transformMap(k, v, v + 1)", 71, 71),
+    ("{'a': 1, 'b': 2}.transformMap(k, v, v < 5, v + 1)", 67, 75),
+    ("{'a': 1, 'b': 2}.transformMapEntry(k, v, {k: v + 1})", 131, 131),
+    ("{'a': 1, 'b': 2}.transformMapEntry(k, v, v < 5, {k: v + 1})", 67, 135),
+    ("[1, 2].all(i, v, v > 0)", 17, 21),
+    ("[1, 2].exists(i, v, v > 0)", 19, 23),
+    ("[1, 2].existsOne(i, v, v > 0)", 18, 20),
+    ("[1, 2].transformList(i, v, v + 1)", 49, 49),
+    ("[1, 2].transformList(i, v, v < 5, v + 1)", 27, 53),
     *[(f'semver("1.2.3").{f}()', 2, 2) for f in ("major", "minor", "patch")],
     *[(f'semver("1.0.0").{f}(semver("1.1.0"))', 3, 3) for f in ("isLessThan", "isGreaterThan", "compareTo")],
     *[

@@ -347,9 +347,55 @@ def expand_member_macro(name: str, target: Expr, args: list[Expr]) -> Expr | Non
         step = Call("_+_", [_accu(), ListLit([args[0]])])
         step = Call("_?_:_", [args[1], step, _accu()])
         return Comprehension(target, v, ACCU, ListLit([]), Literal("bool", True), step, _accu())
-    if name in ("all", "exists", "existsOne", "exists_one") and len(args) == 3:
-        raise CelSyntaxError(f"two-variable comprehension {name}() is not modelled by the estimator")
+    if name in _TWO_VAR and len(args) in _TWO_VAR[name]:
+        return _two_var(name, target, args)
     return None
+
+
+# cel-go ext.TwoVarComprehensions (Kubernetes 1.32+): receiver macros and their argument counts
+_TWO_VAR = {
+    "all": (3,),
+    "exists": (3,),
+    "existsOne": (3,),
+    "exists_one": (3,),
+    "transformList": (3, 4),
+    "transformMap": (3, 4),
+    "transformMapEntry": (3, 4),
+}
+
+
+def _two_var(name: str, target: Expr, args: list[Expr]) -> Comprehension:
+    """ext/comprehensions.go: the same accumulators as the one-variable macros, or a list/map builder."""
+    v1, v2 = _ident_name(args[0]), _ident_name(args[1])
+    init: Expr
+    cond: Expr = Literal("bool", True)
+    result: Expr = _accu()
+    if name == "all":
+        init = Literal("bool", True)
+        cond = Call("@not_strictly_false", [_accu()])
+        step: Expr = Call("_&&_", [_accu(), args[2]])
+    elif name == "exists":
+        init = Literal("bool", False)
+        cond = Call("@not_strictly_false", [Call("!_", [_accu()])])
+        step = Call("_||_", [_accu(), args[2]])
+    elif name in ("existsOne", "exists_one"):
+        init = Literal("int", 0)
+        step = Call("_?_:_", [args[2], Call("_+_", [_accu(), Literal("int", 1)]), _accu()])
+        result = Call("_==_", [_accu(), Literal("int", 1)])
+    else:
+        transform = args[-1]
+        if name == "transformList":
+            init = ListLit([])
+            step = Call("_+_", [_accu(), ListLit([transform])])
+        elif name == "transformMap":
+            init = MapLit([])
+            step = Call("cel.@mapInsert", [_accu(), Ident(v1), transform])
+        else:
+            init = MapLit([])
+            step = Call("cel.@mapInsert", [_accu(), transform])
+        if len(args) == 4:
+            step = Call("_?_:_", [args[2], step, _accu()])
+    return Comprehension(target, v1, ACCU, init, cond, step, result, iter_var2=v2)
 
 
 _PARSER: CELParser | None = None

@@ -203,6 +203,8 @@ def resolve(fn: str, target: CelType | None, args: list[CelType]) -> tuple[list[
         return ["type"], TYPE
     if fn == "format" and member:
         return ["string_format"], STRING
+    if fn == "cel.@mapInsert":
+        return (["cel_@mapInsert_map_key_value"] if len(args) == 3 else ["cel_@mapInsert_map_map"]), args[0]
     if fn == "strings.quote":
         return ["strings_quote"], STRING
     library = _k8s_library(fn, target, args)
@@ -366,9 +368,15 @@ class Checker:
             var = DYN
         else:
             raise CelCheckError(f"expression of type '{rng.kind}' cannot be range of a comprehension")
+        scope = {e.iter_var: var}
+        if e.iter_var2 is not None:  # (index, value) of a list, (key, value) of a map
+            scope = {
+                e.iter_var: INT if rng.kind == "list" else var,
+                e.iter_var2: rng.params[-1] if rng.params else DYN,
+            }
         accu = self.check(e.accu_init)
         for _ in range(2):  # a second pass once the accumulator's element type is known (map/filter)
-            self._scopes.append({e.accu_var: accu, e.iter_var: var})
+            self._scopes.append({e.accu_var: accu, **scope})
             self.check(e.loop_condition)
             step = self.check(e.loop_step)
             self._scopes.pop()

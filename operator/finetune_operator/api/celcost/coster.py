@@ -283,10 +283,15 @@ class Coster:
             return total
         total = self.cost(e.iter_range).add(self.cost(e.accu_init))
         self._push_local(e.accu_var, e.accu_init)
-        self._push_iter(e.iter_var, e.iter_range)
+        if e.iter_var2 is not None:
+            self._push_iter_pair(e.iter_var, e.iter_var2, e.iter_range)
+        else:
+            self._push_iter(e.iter_var, e.iter_range)
         loop = self.cost(e.loop_condition)
         step = self.cost(e.loop_step)
         self._pop(e.iter_var)
+        if e.iter_var2 is not None:
+            self._pop(e.iter_var2)
         total = total.add(self.cost(e.result))
         self._pop(e.accu_var)
         count = self._size_or_unknown(e.iter_range)
@@ -300,6 +305,17 @@ class Coster:
 
     def _push_local(self, name: str, e: Expr) -> None:
         self._push(name, _LocalVar(self._path(e), self.compute_size(e), self._entry(e)))
+
+    def _push_iter_pair(self, key_name: str, value_name: str, rng: Expr) -> None:
+        """pushIterKey / pushIterValue: a list's (index, item), a map's (key, value)."""
+        entry = self._entry(rng)
+        container = entry.container if entry is not None else self._type(rng).kind
+        path = self._path(rng)
+        key_sub, value_sub = ("@indices", "@items") if container == "list" else ("@keys", "@values")
+        key_size = entry.key if entry is not None else None
+        value_size = entry.val if entry is not None else None
+        self._push(key_name, _LocalVar([*path, key_sub], key_size, None))
+        self._push(value_name, _LocalVar([*path, value_sub], value_size, None))
 
     def _push_iter(self, name: str, rng: Expr) -> None:
         entry = self._entry(rng)
