@@ -122,7 +122,9 @@ def with_type_and_object_meta(s: Schema) -> Schema:
 def schema_decl_type(s: Schema, is_root: bool = False) -> DeclType | None:
     """The CEL type of a structural schema, or None when the schema is not exposed to CEL."""
     if s.get("x-kubernetes-int-or-string"):
-        # the smallest serialized int-or-string is 0
+        # the smallest serialized int-or-string is 0; a maxLength bounds it like a string
+        if s.get("maxLength") is not None:
+            return DeclType("dyn", 1, max_elements=_zero_if_negative(int(s["maxLength"])) * 4)
         return DeclType("dyn", 1, max_elements=_max_string_length_per_request(s))
     if is_root:
         s = with_type_and_object_meta(s)
