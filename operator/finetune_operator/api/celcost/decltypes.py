@@ -93,7 +93,9 @@ def _max_string_length_per_request(s: Schema) -> int:
 
 
 def _max_enum_length(s: Schema) -> int:
-    return max((len(v) for v in s.get("enum") or [] if isinstance(v, str)), default=0)
+    return max(
+        (len(v.encode()) for v in s.get("enum") or [] if isinstance(v, str)), default=0
+    )  # Go len: bytes
 
 
 def with_type_and_object_meta(s: Schema) -> Schema:
@@ -164,7 +166,7 @@ def schema_decl_type(s: Schema, is_root: bool = False) -> DeclType | None:
                 fields[escaped] = prop_type
             # required properties without a default are always serialized: "name": value,
             if name in required and prop.get("default") is None:
-                min_size += len(name) + prop_type.min_serialized_size + 4
+                min_size += len(name.encode()) + prop_type.min_serialized_size + 4
         return DeclType("object", min_size, fields=fields)
     if kind == "string":
         fmt = s.get("format")
