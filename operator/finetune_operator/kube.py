@@ -13,7 +13,7 @@ import base64
 import json
 import ssl
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +31,7 @@ _BUILTIN: dict[str, tuple[str, str, bool]] = {
     "configmaps": ("", "v1", True),
     "secrets": ("", "v1", True),
     "serviceaccounts": ("", "v1", True),
+    "services": ("", "v1", True),
     "events": ("", "v1", True),
     "namespaces": ("", "v1", False),
     "persistentvolumeclaims": ("", "v1", True),
@@ -173,6 +174,8 @@ class KubeClient:
         self._session: aiohttp.ClientSession | None = None
         self._ready = asyncio.Event()
         self._resources = dict(_BUILTIN)
+        # called on a 401 (an expired exec-plugin/OIDC token): a fresh login; the request is retried once
+        self.reauthenticate: Callable[[], Awaitable[Connection | None]] | None = None
         if conn is not None:
             self._ready.set()
 
@@ -249,20 +252,50 @@ class KubeClient:
     ) -> JsonDict:
         if resource not in self._resources:
             raise KeyError(f"unknown resource {resource!r}")
-        session, conn = await self._get_session()
         self._record(verb, resource, subresource)
-        url = self._url(conn.server, resource, namespace, name, subresource)
         data = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": content_type} if data is not None else {}
-        async with session.request(method, url, data=data, headers=headers, params=params) as resp:
+        for retry in (False, True):
+            session, conn = await self._get_session()
+            url = self._url(conn.server, resource, namespace, name, subresource)
+            async with session.request(method, url, data=data, headers=headers, params=params) as resp:
+                text = await resp.text()
+                try:
+                    payload = json.loads(text) if text else {}
+                except ValueError:
+                    payload = {}
+                if resp.status == 401 and not retry and await self._relogin(conn):
+                    continue
+                if resp.status >= 400:
+                    raise _error(resp.status, payload, text)
+                return payload if isinstance(payload, dict) else {}
+        raise AssertionError("unreachable")
+
+    async def _relogin(self, failed: Connection) -> bool:
+        """After a 401: log in again (the credentials may have expired); whether there is a new connection."""
+        if self.reauthenticate is None:
+            return False
+        if self._conn != failed:  # another request has logged in again meanwhile
+            return True
+        conn = await self.reauthenticate()
+        if conn is None or conn == failed:
+            return False
+        self.configure(conn)
+        return True
+
+    async def served_resources(self, api_version: str) -> set[str] | None:
+        """The resource names API discovery lists for `api_version` ("group/version"); None if the server
+        does not serve that version (a 404: e.g. its CRDs are not installed). Discovery needs no RBAC."""
+        session, conn = await self._get_session()
+        url = f"{conn.server.rstrip('/')}/apis/{api_version}"
+        async with session.get(url) as resp:
+            if resp.status == 404:
+                return None
             text = await resp.text()
-            try:
-                payload = json.loads(text) if text else {}
-            except ValueError:
-                payload = {}
             if resp.status >= 400:
-                raise _error(resp.status, payload, text)
-            return payload if isinstance(payload, dict) else {}
+                raise _error(resp.status, {}, text)
+            data = json.loads(text) if text else {}
+        return {str(r.get("name")) for r in data.get("resources") or [] if isinstance(r, dict)}
 
     # --- verbs -----------------------------------------------------------------------------------
 
