@@ -432,6 +432,23 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     return doc
 
 
+def run_llm_rows(args: argparse.Namespace) -> None:
+    """The llm engine's LoRA SFT row (bench/gpu_llm.py), with this machine's bf16 peak for MFU."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from gpu_llm import run_llm
+
+    name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    peak = _peak(name)
+    doc = {"device": name, **run_llm(args.smoke, peak[0] if peak else None)}
+    text = json.dumps(doc, indent=1)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "gpu_llm.json").write_text(text + "\n", encoding="utf-8")
+    print(text)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -443,9 +460,15 @@ def main() -> None:
     pr.add_argument("--smoke", action="store_true", help="Tiny data and two of our runs; works on CPU.")
     pr.add_argument("--no-tenfold", dest="tenfold", action="store_false", help="Skip the 10x-data rows.")
     pr.add_argument("--out", type=Path, help="Also write gpu_trainer.json here.")
+    pl = sub.add_parser("llm", help="LoRA SFT tokens/s and MFU of the llm engine (bench/gpu_llm.py).")
+    pl.add_argument("--smoke", action="store_true", help="A tiny model; works on CPU.")
+    pl.add_argument("--out", type=Path, help="Also write gpu_llm.json here.")
     args = p.parse_args()
     if args.cmd == "prepare":
         prepare(args.out)
+        return
+    if args.cmd == "llm":
+        run_llm_rows(args)
         return
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     doc = run_bench(args)
