@@ -52,6 +52,8 @@ class SchemaCost:
 
 @dataclass
 class CrdCostReport:
+    """Every rule's estimate, each schema's total, and the server's errors (empty: it would accept the CRD)."""
+
     rules: list[RuleCost] = field(default_factory=list)
     schemas: list[SchemaCost] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
