@@ -168,8 +168,12 @@ async def test_openai_refusal_fails_with_provider_message(
         failed = next(c for c in status["conditions"] if c["type"] == "Failed")
         assert "ProviderRefused" in failed["message"] and "2027-01-06" in failed["message"]
         assert failed["reason"] == "ProviderRefused"
-        warnings = [e for e in cluster.store.list("events", NS) if e["involvedObject"]["name"] == "refused"]
-        assert ("Warning", "ProviderRefused") in {(e["type"], e["reason"]) for e in warnings}
+
+        def kinds() -> set[tuple[str, str]]:  # Events are posted after the status patch, in the background
+            events = cluster.store.list("events", NS)
+            return {(e["type"], e["reason"]) for e in events if e["involvedObject"]["name"] == "refused"}
+
+        await eventually(lambda: ("Warning", "ProviderRefused") in kinds())
         assert fake.created_jobs == 0
 
 
