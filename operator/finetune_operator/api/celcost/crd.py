@@ -35,6 +35,8 @@ class RuleCost:
     rule: str
     cost: int
     limit: int
+    per_evaluation: int = 0  # the CEL cost of one evaluation
+    evaluations: int = 1  # how many times it can run in one object (the cardinality multiplier)
 
     @property
     def over(self) -> bool:
@@ -186,14 +188,14 @@ class _Walk:
                 self.cel_errors.append(f"{rule_path}.rule: Invalid value: {go_rule_value(rule)}: {exc}")
             if compiled is not None:
                 card = cardinality if cardinality is not None else max_cardinality(decl.min_serialized_size)
-                self._expression(f"{rule_path}.rule", text, _mul_guard(compiled.cost, card))
+                self._expression(f"{rule_path}.rule", text, compiled.cost, card)
                 message_expr = str(rule.get("messageExpression", "")).strip()
                 if message_expr:
                     try:
                         # the server does not multiply messageExpression costs by the cardinality
                         cost = compile_expression(message_expr, decl, message=True).cost
                         self._expression(
-                            f"{rule_path}.messageExpression", message_expr, cost, "messageExpression"
+                            f"{rule_path}.messageExpression", message_expr, cost, 1, "messageExpression"
                         )
                     except CompileError as exc:
                         self.cel_errors.append(
@@ -211,8 +213,13 @@ class _Walk:
                     "may not be set if oldSelf is not used in rule"
                 )
 
-    def _expression(self, path: str, text: str, cost: int, what: str = "rule") -> None:
-        self.report.rules.append(RuleCost(path, text, cost, STATIC_ESTIMATED_COST_LIMIT))
+    def _expression(
+        self, path: str, text: str, per_evaluation: int, evaluations: int, what: str = "rule"
+    ) -> None:
+        cost = _mul_guard(per_evaluation, evaluations)
+        self.report.rules.append(
+            RuleCost(path, text, cost, STATIC_ESTIMATED_COST_LIMIT, per_evaluation, evaluations)
+        )
         if not self.suppress_per_expression and cost > STATIC_ESTIMATED_COST_LIMIT:
             msg = cost_error_message(f"estimated {what} cost", cost, STATIC_ESTIMATED_COST_LIMIT)
             self.cel_errors.append(f"{path}: Forbidden: {msg}")
@@ -286,9 +293,11 @@ def format_report(name: str, report: CrdCostReport) -> list[str]:
             f"{name}: CEL cost {schema.total:,} of {schema.limit:,} for the whole schema ({share:.2f}%)"
         )
     width = max((len(f"{r.cost:,}") for r in report.rules), default=1)
-    for r in report.rules:
+    times = [f"{r.per_evaluation:,} x {r.evaluations:,}" if r.evaluations != 1 else "" for r in report.rules]
+    times_width = max((len(t) for t in times), default=0)
+    for r, t in zip(report.rules, times, strict=True):
         mark = "  OVER BUDGET" if r.over else ""
-        lines.append(f"  {r.cost:>{width},} / {r.limit:,}  {r.path}{mark}")
+        lines.append(f"  {r.cost:>{width},} / {r.limit:,}  {t:<{times_width}}  {r.path}{mark}")
     return lines
 
 
