@@ -772,10 +772,10 @@ def test_finetune_crds_refuses_what_the_server_would_refuse(
 
     ok = CliRunner().invoke(app, ["crds", "-o", str(tmp_path / "ok")])
     assert ok.exit_code == 0, ok.output
-    rule_lines = [ln.split() for ln in ok.output.splitlines() if ln.endswith(".x-kubernetes-validations[0].rule")]
-    assert rule_lines and all(words[1:3] == ["/", "10,000,000"] for words in rule_lines)
-        ["/", "10,000,000", "spec.validation.openAPIV3Schema.x-kubernetes-validations[0].rule"]
+    rule_lines = [
+        ln.split() for ln in ok.output.splitlines() if ln.endswith(".x-kubernetes-validations[0].rule")
     ]
+    assert rule_lines and all(words[1:3] == ["/", "10,000,000"] for words in rule_lines)
     assert "for the whole schema" in ok.output
 
     unbounded = yaml.safe_load(UNBOUNDED.read_text())
