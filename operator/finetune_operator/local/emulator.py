@@ -16,19 +16,17 @@ import asyncio
 import builtins
 import contextlib
 import json
-import os
-import pathlib
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, Self
 
 import aiohttp.web
 import kmock
-import yaml
 
 from finetune_operator.local import openapi
 from finetune_operator.local.admission import field_validation, warning_header
 from finetune_operator.local.pods import is_pod
+from finetune_operator.local.routing import ParsedPath, load_crds, parse_path
 from finetune_operator.local.semantics import (
     ALL_VERBS,
     STATUS_VERBS,
@@ -42,65 +40,6 @@ from finetune_operator.local.store import MERGE_PATCH, HistoryRecord, ObjectStor
 POD_CREATE_SUBRESOURCES = ("binding", "eviction")  # POST-only subresources of pods
 
 __all__ = ["ApiError", "Emulator", "HistoryRecord", "ObjectStore", "ParsedPath", "load_crds", "parse_path"]
-
-
-def load_crds(directory: str | os.PathLike[str]) -> builtins.list[JsonDict]:
-    """Every CustomResourceDefinition document in ``directory/*.yaml`` (sorted by file name)."""
-    result: builtins.list[JsonDict] = []
-    for path in sorted(pathlib.Path(directory).glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
-                result.append(doc)
-    return result
-
-
-class ParsedPath:
-    """``/apis/<group>/<version>[/namespaces/<ns>]/<plural>[/<name>[/<subresource>]]``."""
-
-    def __init__(
-        self,
-        group: str,
-        version: str,
-        plural: str,
-        *,
-        namespace: str | None = None,
-        name: str | None = None,
-        subresource: str | None = None,
-    ) -> None:
-        self.group = group
-        self.version = version
-        self.plural = plural
-        self.namespace = namespace
-        self.name = name
-        self.subresource = subresource
-
-
-def parse_path(path: str) -> ParsedPath | None:
-    """Parse a resource URL; None for anything else (discovery, /version, ...)."""
-    segs = [seg for seg in path.split("/") if seg]
-    if len(segs) >= 2 and segs[0] == "api":
-        group, version, rest = "", segs[1], segs[2:]
-    elif len(segs) >= 3 and segs[0] == "apis":
-        group, version, rest = segs[1], segs[2], segs[3:]
-    else:
-        return None
-    if not rest:
-        return None
-    namespace: str | None = None
-    if (
-        rest[0] == "namespaces"
-        and len(rest) >= 3
-        and not (len(rest) == 3 and rest[2] in ("status", "finalize"))
-    ):
-        namespace, rest = rest[1], rest[2:]
-    return ParsedPath(
-        group,
-        version,
-        rest[0],
-        namespace=namespace,
-        name=rest[1] if len(rest) > 1 else None,
-        subresource="/".join(rest[2:]) or None,
-    )
 
 
 class _Handler(kmock.KubernetesEmulator):
@@ -271,23 +210,8 @@ class Emulator:
 
     def serve_openapi(self, path: str) -> aiohttp.web.Response:
         """``/openapi/v3`` and ``/openapi/v3/apis/<group>/<version>`` (``/openapi/v3/api/v1``)."""
-        resources = self.store.resources
-        rest = path.rstrip("/").removeprefix("/openapi/v3").strip("/")
-        if not rest:
-            gvs = [(r.group, r.version) for r in resources]
-            return _json(openapi.root_document(gvs, openapi.resources_digest(resources)))
-        segs = rest.split("/")
-        if segs[0] == "api" and len(segs) == 2:
-            group, version = "", segs[1]
-        elif segs[0] == "apis" and len(segs) == 3:
-            group, version = segs[1], segs[2]
-        else:
-            return _json(ApiError.no_resource().status(), 404)
-        if not any(r.group == group and r.version == version for r in resources):
-            return _json(ApiError.no_resource().status(), 404)
-        crds = self.store.list("customresourcedefinitions")
-        schemas = openapi.crd_schemas(crds).get(f"{group}/{version}", {})
-        return _json(openapi.group_version_document(group, version, resources, schemas))
+        status, body = openapi.serve(path, self.store.resources, self.store.list("customresourcedefinitions"))
+        return _json(body, status)
 
     # --- one code path for HTTP and for in-process callers ---------------------------------------
 

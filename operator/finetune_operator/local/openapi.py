@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from finetune_operator.local.semantics import JsonDict, ResourceDef
+from finetune_operator.local.semantics import ApiError, JsonDict, ResourceDef
 
 _WRITE_PARAMS = ("fieldValidation", "fieldManager", "dryRun", "pretty")
 
@@ -101,3 +101,22 @@ def crd_schemas(crds: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
 def resources_digest(resources: Iterable[ResourceDef]) -> str:
     text = json.dumps(sorted((r.group, r.version, r.plural, r.kind) for r in resources))
     return hashlib.sha256(text.encode()).hexdigest()[:16].upper()
+
+
+def serve(path: str, resources: list[ResourceDef], crds: list[JsonDict]) -> tuple[int, JsonDict]:
+    """(HTTP status, body) of ``/openapi/v3`` or ``/openapi/v3/apis/<group>/<version>`` (``.../api/v1``)."""
+    rest = path.rstrip("/").removeprefix("/openapi/v3").strip("/")
+    if not rest:
+        gvs = [(r.group, r.version) for r in resources]
+        return 200, root_document(gvs, resources_digest(resources))
+    segs = rest.split("/")
+    if segs[0] == "api" and len(segs) == 2:
+        group, version = "", segs[1]
+    elif segs[0] == "apis" and len(segs) == 3:
+        group, version = segs[1], segs[2]
+    else:
+        return 404, ApiError.no_resource().status()
+    if not any(r.group == group and r.version == version for r in resources):
+        return 404, ApiError.no_resource().status()
+    schemas = crd_schemas(crds).get(f"{group}/{version}", {})
+    return 200, group_version_document(group, version, resources, schemas)
