@@ -180,3 +180,34 @@ def test_dpo_with_sft_data_exits_3(tmp_path: Path) -> None:
     assert proc.returncode == 3, proc.stderr[-3000:]
     message = json.loads((tmp_path / "termination-log").read_text())["message"]
     assert "invalid preference dataset" in message and "chat_line" in message
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_share_the_steps(tmp_path: Path) -> None:
+    """torch.distributed on CPU (gloo, world size 2): each rank takes half of every epoch's batches."""
+    cfg = trainer_config(tmp_path, tiny_llama(), epochs=2, batchSize=2)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "finetune_trainer.distributed",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            "29547",
+            "-m",
+            "finetune_trainer",
+            "--config",
+            str(cfg),
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    res = _result(tmp_path)
+    assert res["steps"] == res["totalSteps"] == 8  # 14 examples / (2 ranks x batch 2) -> 4 per epoch
+    metrics = res["metrics"]
+    assert isinstance(metrics, dict) and metrics["after"]["loss"] < metrics["before"]["loss"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from transformers import TrainerCallback
 
 from finetune_operator.api.engine_llm import LlmEngine
 
+from . import distributed as ddp
 from .checkpoints import AtomicCheckpointsMixin, Interrupted, latest_valid_checkpoint
 from .context import Eta, TrainContext, TrainOutcome
 from .llm_data import ChatData, preference_row, sft_rows, training_template
@@ -80,15 +82,19 @@ class _Callback(TrainerCallback):  # type: ignore[misc]
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
         ctx = self.runner.ctx
-        if ctx.stop:
+        if ddp.agree_stop(bool(ctx.stop)):  # every rank stops at the same step (a no-op in one process)
+            self.runner.stopped = True
             control.should_save = True
             control.should_training_stop = True
         elif state.global_step >= state.max_steps and state.global_step % max(1, int(args.save_steps)):
             control.should_save = False  # the finished adapter is saved by save(); no forced checkpoint
-        ctx.reporter.report(self._progress(state))
+        if ddp.is_main():
+            ctx.reporter.report(self._progress(state))
         return control
 
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if not ddp.is_main():  # the Trainer saves on rank 0; rank 0 reports it
+            return
         ctx = self.runner.ctx
         step = int(state.global_step)
         path = ctx.checkpoint_root / f"checkpoint-{step}"
@@ -111,6 +117,7 @@ class LlmRunner:
         self.template: str | None = None
         self.cuda = False
         self.generations: dict[str, list[dict[str, str]]] = {}
+        self.stopped = False
 
     @property
     def seed(self) -> int:
@@ -135,7 +142,7 @@ class LlmRunner:
                 bnb_4bit_use_double_quant=True,
                 bnb_4bit_compute_dtype=dtype,
             )
-            kwargs["device_map"] = {"": 0}
+            kwargs["device_map"] = device_map or {"": 0}
         else:
             # mixed precision keeps fp32 master weights of the trained adapter; the frozen base may be half
             kwargs["dtype"] = dtype if self.cuda else torch.float32
@@ -172,7 +179,9 @@ class LlmRunner:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.template = training_template(self.tokenizer)
-        base = self._load_base(quantize, device_map={"": 0} if self.cuda else None)
+        # one process per GPU (torchrun sets LOCAL_RANK): each rank loads the model onto its own device
+        device = {"": int(os.environ.get("LOCAL_RANK", "0"))} if self.cuda else None
+        base = self._load_base(quantize, device_map=device)
         if quantize:
             kbit: Any = prepare_kbit
             base = kbit(base, use_gradient_checkpointing=self.spec.gradient_checkpointing)
@@ -258,7 +267,9 @@ class LlmRunner:
 
     def train(self) -> TrainOutcome:
         ctx, spec = self.ctx, self.spec
-        resume = latest_valid_checkpoint(ctx.checkpoint_root, REQUIRED)
+        resume = ddp.broadcast_object(  # rank 0 chooses (and cleans up), every rank resumes from it
+            latest_valid_checkpoint(ctx.checkpoint_root, REQUIRED) if ddp.is_main() else None
+        )
         start = 0
         if resume is not None:
             start = int(json.loads((resume / "trainer_state.json").read_text())["global_step"])
@@ -268,9 +279,10 @@ class LlmRunner:
         t0 = time.monotonic()
         out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         wall = time.monotonic() - t0
+        ddp.barrier()  # rank 0's last checkpoint is complete before any rank goes on (or exits 4)
         state = trainer.state
         step, total = int(state.global_step), int(state.max_steps)
-        if ctx.stop and step < total:
+        if (ctx.stop or self.stopped) and step < total:
             raise Interrupted(step)
         per_step = spec.batch_size * spec.gradient_accumulation
         samples = min(max(0, step - start) * per_step, self._examples * spec.epochs)
