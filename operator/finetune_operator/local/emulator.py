@@ -279,7 +279,9 @@ class Emulator:
             if name is None:
                 return 200, self.store.delete_collection(rdef, namespace, labels, fields, options)
             obj, gone = self.store.delete(rdef, namespace, name, options)
-            return (200 if gone else 202), obj
+            # 202 only for a pending deletion that asked orphanDependents: false (the apiserver's delete
+            # handler); a graceful or finalizer-held deletion answers 200 with the object
+            return (202 if not gone and options.get("orphanDependents") is False else 200), obj
         raise ApiError(
             405,
             "MethodNotAllowed",
