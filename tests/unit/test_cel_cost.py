@@ -231,6 +231,40 @@ def test_messages_and_factors_like_the_server() -> None:
     assert "more than 100x" in cost_error_message("x", 10**12, STATIC_ESTIMATED_COST_LIMIT)
 
 
+def test_total_over_budget_names_the_rules_of_at_least_one_percent() -> None:
+    """The shape of an upstream-derived CRD test: one rule over its own limit, one below it but big enough
+    to count towards the total (at least 1% of the total's limit), one too small to be named."""
+    contains = {"x-kubernetes-validations": [{"rule": "self.contains('keyword')"}]}
+    schema = _obj(
+        {
+            "array": {"type": "array", "items": {"type": "string", "maxLength": 500_000, **contains}},
+            "map": {
+                "type": "object",
+                "maxProperties": 10_000,
+                "additionalProperties": {"type": "string", "maxLength": 2048, **contains},
+            },
+            "field": {"type": "integer", "x-kubernetes-validations": [{"rule": "self > 50 && self < 100"}]},
+        }
+    )
+    report = estimate_crd(_crd(schema))
+    root = "spec.validation.openAPIV3Schema"
+    array = f"{root}.properties[array].items.x-kubernetes-validations[0].rule"
+    map_ = f"{root}.properties[map].additionalProperties.x-kubernetes-validations[0].rule"
+    costs = {r.path: r.cost for r in report.rules}
+    assert costs[map_] == (820 + 1) * 10_000  # ceil(8,192 x 0.1) x ceil(7 x 0.1) + self, per value
+    assert costs[array] == (200_000 + 1) * max_cardinality(2)
+    contributed = (
+        "Forbidden: contributed to estimated rule cost total exceeding cost limit for entire OpenAPIv3 schema"
+    )
+    assert report.errors == [
+        f"{array}: Forbidden: estimated rule cost exceeds budget by factor of more than 100x {HINT}",
+        f"{array}: {contributed}",
+        f"{map_}: {contributed}",
+        f"{root}: Forbidden: x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema "
+        f"exceeds budget by factor of more than 100x {HINT}",
+    ]
+
+
 def test_distinct_version_schemas_are_reported_per_version() -> None:
     rule = {"x-kubernetes-validations": [{"rule": "self.s.contains('x')"}]}
     crd = _crd(_obj({"s": {"type": "string"}}, **rule), versions=2)
