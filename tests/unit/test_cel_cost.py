@@ -857,3 +857,26 @@ def test_rule_field_errors_come_first_and_skip_compilation() -> None:
         "OptionalOldSelf:(*bool)(nil)}: compilation failed: ERROR: <input>: undefined field 'nope'",
         f"{prefix}[1].optionalOldSelf: Invalid value: true: may not be set if oldSelf is not used in rule",
     ]
+
+
+def test_field_path_must_name_a_field_of_the_schema() -> None:
+    schema = _obj(
+        {
+            "s": STR10,
+            "m": {
+                "type": "object",
+                "maxProperties": 2,
+                "additionalProperties": _obj({"x": {"type": "integer"}}),
+            },
+        },
+        **{
+            "x-kubernetes-validations": [
+                {"rule": "true", "fieldPath": p} for p in (".s", ".m['k'].x", ".nope", ".s.x")
+            ]
+        },
+    )
+    prefix = "spec.validation.openAPIV3Schema.x-kubernetes-validations"
+    assert check_crd(_crd(schema)) == [
+        f'{prefix}[2].fieldPath: Invalid value: ".nope": fieldPath must be a valid path',
+        f'{prefix}[3].fieldPath: Invalid value: ".s.x": fieldPath must be a valid path',
+    ]

@@ -149,7 +149,7 @@ class _Walk:
             )
         rules = s.get("x-kubernetes-validations") or []
         for i, rule in enumerate(rules):
-            self.schema_errors += rule_field_errors(rule, f"{path}.x-kubernetes-validations[{i}]")
+            self.schema_errors += rule_field_errors(rule, f"{path}.x-kubernetes-validations[{i}]", s)
         if rules and len(self.schema_errors) == before:
             self.rules(
                 s,

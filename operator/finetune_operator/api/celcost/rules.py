@@ -45,7 +45,7 @@ def go_rule_value(rule: Mapping[str, Any]) -> str:
     )
 
 
-def rule_field_errors(rule: Mapping[str, Any], rule_path: str) -> list[str]:
+def rule_field_errors(rule: Mapping[str, Any], rule_path: str, schema: Mapping[str, Any]) -> list[str]:
     """The server's checks of one rule's fields (schema errors, not CEL errors)."""
     errors: list[str] = []
     text = str(rule.get("rule", ""))
@@ -84,7 +84,62 @@ def rule_field_errors(rule: Mapping[str, Any], rule_path: str) -> list[str]:
         errors.append(
             f"{rule_path}.fieldPath: Invalid value: {go_quote(str(field_path))}: fieldPath must not contain line breaks"
         )
+    if field_path and not valid_field_path(str(field_path), schema):
+        errors.append(
+            f"{rule_path}.fieldPath: Invalid value: {go_quote(str(field_path))}: fieldPath must be a valid path"
+        )
     return errors
+
+
+def _path_tokens(path: str) -> list[str]:
+    """ValidFieldPath's scanner: '.', '[' and ']' alone, single-quoted strings whole, names between."""
+    tokens: list[str] = []
+    i = 0
+    while i < len(path):
+        if path[i] == "'":
+            j = i + 1
+            while j < len(path) and not (path[j] == "'" and path[j - 1] != "\\"):
+                j += 1
+            tokens.append(path[i : j + 1])
+            i = j + 1
+        elif path[i] in ".[]":
+            tokens.append(path[i])
+            i += 1
+        else:
+            j = i
+            while j < len(path) and path[j] not in ".[]":
+                j += 1
+            tokens.append(path[i:j])
+            i = j
+    return tokens
+
+
+def valid_field_path(path: str, schema: Mapping[str, Any]) -> bool:
+    """cel.ValidFieldPath: `.name` and `['key']` steps that exist in the schema (no list indexes)."""
+    tokens = iter(_path_tokens(path))
+    node: Mapping[str, Any] | None = schema
+    for tok in tokens:
+        if tok == "[":
+            quoted = next(tokens, "")
+            if len(quoted) < 2 or quoted[0] != "'" or quoted[-1] != "'" or next(tokens, "") != "]":
+                return False
+            name = re.sub(r"\\(.)", r"\1", quoted[1:-1])
+        elif tok == ".":
+            name = next(tokens, "")
+        else:
+            return False
+        if node is None:
+            return False
+        props, extra = node.get("properties"), node.get("additionalProperties")
+        if props:
+            node = props.get(name)
+            if node is None:
+                return False
+        elif extra is not None:
+            node = extra if isinstance(extra, Mapping) else None
+        else:
+            return False
+    return True
 
 
 class CompileError(ValueError):
