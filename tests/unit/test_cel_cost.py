@@ -156,6 +156,35 @@ def test_message_expression_refused_like_a_real_server() -> None:
     assert check_crd(_spec_crd({"worker": worker})) == []
 
 
+@pytest.mark.parametrize(
+    ("message", "expectation", "guarded", "refused"),
+    [(4096, 4096, False, True), (4096, 4096, True, True), (1024, 1024, True, False), (4096, 512, True, False),
+     (4096, 256, True, False), (4096, 128, True, False)],
+)  # fmt: skip
+def test_contains_on_bounded_list_items_like_envtest_v1_36(
+    message: int, expectation: int, guarded: bool, refused: bool
+) -> None:
+    """A kube-apiserver v1.36.2 (envtest) refused 20 cases of 4096-character strings at 5.4x, with or without
+    has() guards, and accepted 1024/1024 and 4096 against 512, 256 or 128."""
+    guard = "!has(self.expect.contains) || " if guarded else ""
+    expect = {
+        "contains": {"type": "string", "maxLength": expectation},
+        "equals": {"type": "string", "maxLength": expectation},
+    }
+    case = _obj(
+        {"message": {"type": "string", "maxLength": message}, "expect": _obj(expect)},
+        **{"x-kubernetes-validations": [
+            {"rule": guard + "!self.message.contains(self.expect.contains)"},
+            {"rule": "self.message != self.expect.equals"},
+        ]},
+    )  # fmt: skip
+    errors = check_crd(_spec_crd({"cases": {"type": "array", "maxItems": 20, "items": case}}))
+    path = "spec.validation.openAPIV3Schema.properties[spec].properties[cases].items.x-kubernetes-validations[0].rule"
+    assert errors == (
+        [f"{path}: Forbidden: estimated rule cost exceeds budget by factor of 5.4x {HINT}"] if refused else []
+    )
+
+
 # --- sizes and cardinalities (schemas.go, compilation.go) -----------------------------------------------
 def test_worst_case_sizes_from_the_request_limit() -> None:
     assert max_cardinality(2) == 3 * 1024 * 1024 // 3 == 1_048_576
