@@ -97,3 +97,59 @@ def test_finetune_local_llm_dpo_example(tmp_path: Path) -> None:
     metrics = result["metrics"]
     assert metrics["after"]["preferenceMargin"] > metrics["before"]["preferenceMargin"], metrics
     assert (out / "model" / "adapter_model.safetensors").is_file()
+
+
+def test_finetune_local_llm_sigkill_resumes_to_the_same_steps(tmp_path: Path) -> None:
+    """The trainer pod's process SIGKILLed after its first checkpoint: the operator retries the attempt, which
+    resumes from that checkpoint and ends at the planned step count."""
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    job = yaml.safe_load((EXAMPLE / "finetunejob.yaml").read_text())
+    llm = job["spec"]["engine"]["llm"]
+    llm.update({"epochs": 12, "batchSize": 1, "learningRate": 0.02, "merge": False})
+    job["spec"]["output"]["checkpointSteps"] = 20
+    job["spec"]["placement"] = {"resources": {"gpu": {"count": 0}, "cpu": "1", "memory": "2Gi"}}
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "job.yaml").write_text(yaml.safe_dump(job))
+    (manifests / "dataset.yaml").write_text((EXAMPLE / "dataset.yaml").read_text())
+    (manifests / "pvc.yaml").write_text((EXAMPLE / "pvc.yaml").read_text())
+    workdir = tmp_path / "work"
+    copy_tiny_llama(workdir / "pvc" / "models" / MODEL)
+    out = workdir / "pvc" / "finetune-output" / "llm" / "default" / "llm-sft"
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+    }
+    cmd = [sys.executable, "-m", "finetune_operator.cli", "local", str(manifests), "--workdir", str(workdir)]
+    proc = subprocess.Popen(
+        [*cmd, "--timeout", "500"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    killed = False
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if list(out.glob("checkpoints/checkpoint-*/trainer_state.json")):
+                for child in psutil.Process(proc.pid).children(recursive=True):
+                    if "finetune_trainer" in " ".join(child.cmdline()):
+                        os.kill(child.pid, signal.SIGKILL)
+                        killed = True
+                break
+            time.sleep(0.05)
+        stdout, _ = proc.communicate(timeout=540)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert killed, "no trainer process to kill after the first checkpoint"
+    assert proc.returncode == 0, stdout[-4000:]
+    result = json.loads((out / "result.json").read_text())
+    assert result["attempt"] == 2 and result["resumedFrom"] >= 20
+    assert result["steps"] == result["totalSteps"] == 12 * 14  # 14 training examples, batch 1, 12 epochs
