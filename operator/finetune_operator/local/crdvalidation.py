@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,6 +158,34 @@ def _program(expr: str) -> Any:
     return prog
 
 
+_VERDICTS: dict[tuple[str, str, str | None], bool | str] = {}  # (rule, self, oldSelf) -> result or error
+_VERDICTS_MAX = 4096
+
+
+def _verdict(expr: str, value: Any, old: Any, with_old: bool) -> bool | str:
+    """The rule's result on these values (True/False), or its runtime error's text. CEL rules are pure, so
+    results are memoized by the JSON of self (and oldSelf): an emulator re-validates the same spec on every
+    status write."""
+    key = (
+        expr,
+        json.dumps(value, sort_keys=True, default=str),
+        json.dumps(old, sort_keys=True, default=str) if with_old else None,
+    )
+    verdict = _VERDICTS.get(key)
+    if verdict is None:
+        activation: dict[str, Any] = {"self": json_to_cel(value)}
+        if with_old:
+            activation["oldSelf"] = json_to_cel(old)
+        try:
+            verdict = _truthy(_program(expr).evaluate(activation))
+        except Exception as exc:
+            verdict = str(exc)
+        if len(_VERDICTS) >= _VERDICTS_MAX:
+            _VERDICTS.clear()
+        _VERDICTS[key] = verdict
+    return verdict
+
+
 def _truthy(result: Any) -> bool:
     return result is True or (isinstance(result, celpy.celtypes.BoolType) and bool(result))
 
@@ -197,20 +226,20 @@ def _cel(
             continue
         if unchanged and not transition:
             continue
-        activation: dict[str, Any] = {"self": json_to_cel(value)}
-        if transition and old is not _MISSING:
-            activation["oldSelf"] = json_to_cel(old)
-        try:
-            ok = _truthy(_program(expr).evaluate(activation))
-        except Exception as exc:  # a CEL runtime error is an Invalid error, as on the server
+        with_old = transition and old is not _MISSING
+        ok = _verdict(expr, value, old, with_old)
+        if isinstance(ok, str):  # a CEL runtime error is an Invalid error, as on the server
             errs.append(
-                FieldError("Invalid", display(path), f"{expr}: {exc}", schema.get("type", "object"), node)
+                FieldError("Invalid", display(path), f"{expr}: {ok}", schema.get("type", "object"), node)
             )
             continue
         if ok:
             continue
         message = rule.get("message") or f"failed rule: {expr}"
         if rule.get("messageExpression"):
+            activation: dict[str, Any] = {"self": json_to_cel(value)}
+            if with_old:
+                activation["oldSelf"] = json_to_cel(old)
             with contextlib.suppress(Exception):
                 message = str(_program(rule["messageExpression"]).evaluate(activation))
         where = path
