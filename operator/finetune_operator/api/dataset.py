@@ -214,7 +214,8 @@ class DatasetSpec(KubeModel):
         default=0.1,
         ge=0,
         lt=1,
-        description="Fraction of the training queries held out for evaluation when no validation is given.",
+        description="Fraction of the training queries (llm: examples) held out for evaluation when no "
+        "validation is given.",
     )
     generate: GenerateSpec | None = Field(default=None, description="Generate the dataset from documents.")
 
