@@ -175,9 +175,15 @@ async def test_local_executor_acts_on_deletion_timestamp(
             await eventually(lambda: asyncio.sleep(0, log.exists() and "ready" in log.read_text()))
         else:
             await asyncio.sleep(0.5)  # let the interpreter install its SIG_IGN
-        await emu.delete("pods", "default", name)  # graceful: the executor sees deletionTimestamp only
+        if script is TRAP:  # an eviction: DisruptionTarget, then the graceful delete
+            await emu.evict("default", name)
+        else:
+            await emu.delete("pods", "default", name)  # graceful: the executor sees deletionTimestamp only
         await eventually(lambda: asyncio.sleep(0, emu.store.get("pods", "default", name) is None), timeout=10)
     records = [r.object for r in emu.history if r.plural == "pods" and r.name == name]
     final = next(o for o in records if (o.get("status") or {}).get("phase") == "Failed")
     assert final["metadata"]["deletionTimestamp"]
     assert final["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == code
+    conditions = {c["type"] for c in final["status"]["conditions"]}
+    assert "PodScheduled" in conditions  # the kubelet's status writes keep conditions others own
+    assert ("DisruptionTarget" in conditions) == (script is TRAP)

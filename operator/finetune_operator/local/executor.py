@@ -32,7 +32,7 @@ from finetune_operator.api.trainerconfig import OUTPUT_MOUNT, PVC_MOUNT
 from finetune_operator.local.emulator import Emulator
 from finetune_operator.local.kubelet import stopped_status
 from finetune_operator.local.podnet import LocalRendezvous, expand_vars, field_value
-from finetune_operator.local.pods import is_terminal
+from finetune_operator.local.pods import is_terminal, set_condition
 from finetune_operator.local.semantics import ApiError, JsonDict, Selector, now_rfc3339
 
 logger = logging.getLogger(__name__)
@@ -205,7 +205,17 @@ class LocalExecutor:
     # --- one pod ---------------------------------------------------------------------------------
 
     async def _status(self, pod: JsonDict, status: JsonDict) -> None:
+        """Merge ``status`` into the pod's; conditions by type, so that those others own stay (the
+        scheduler's PodScheduled, the eviction's DisruptionTarget), as a kubelet's status update does."""
         meta = pod["metadata"]
+        current = self.emu.store.get("pods", meta["namespace"], meta["name"])
+        if current is None or current["metadata"].get("uid") != meta.get("uid"):
+            return
+        if "conditions" in status:
+            merged: JsonDict = {"conditions": list((current.get("status") or {}).get("conditions") or [])}
+            for cond in status["conditions"]:
+                set_condition(merged, cond)
+            status = {**status, "conditions": merged["conditions"]}
         with contextlib.suppress(ApiError):
             await self.emu.patch(
                 "pods", meta["namespace"], meta["name"], {"status": status}, subresource="status"
