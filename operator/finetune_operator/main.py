@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Collection, Coroutine, Iterable, Iterator
 from contextvars import ContextVar
@@ -19,6 +20,7 @@ from typing import Any, cast
 
 import kopf
 
+from .api.common import GROUP, VERSION
 from .config import Settings
 from .handlers import build_registry
 from .handlers.context import OperatorContext
@@ -26,6 +28,13 @@ from .metrics import metrics_route, serve
 from .naming import ANNOTATION_PREFIX
 
 logger = logging.getLogger(__name__)
+
+CRD_PLURALS = ("finetunejobs", "trainingquotas")  # served in GROUP/VERSION
+CRD_POLL_MIN_SECONDS = 0.5
+CRD_POLL_MAX_SECONDS = 30.0
+# a 404 that is not about the CRDs (they are served) could restart kopf in a loop: at most this many restarts
+MAX_RESTARTS, RESTART_WINDOW_SECONDS = 5, 60.0
+STOP_POLL_SECONDS = 0.2  # how often a threading.Event stop flag is looked at
 
 Flag = asyncio.Event | asyncio.Future[Any] | threading.Event
 
@@ -139,6 +148,85 @@ def configure_kopf(settings: Settings, kopf_settings: kopf.OperatorSettings) -> 
     kopf_settings.scanning.disabled = False
 
 
+def _missing_resource(exc: BaseException) -> bool:
+    """Whether kopf stopped because a watched resource went away: a 404 on a list or watch (the CRDs were
+    deleted; kopf reports `Watcher for finetunejobs.v1alpha1.finetune.dev@... has failed: 404`)."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        err = todo.pop()
+        if id(err) in seen:
+            continue
+        seen.add(id(err))
+        if getattr(err, "status", None) == 404 or getattr(err, "code", None) == 404:
+            return True
+        if isinstance(err, BaseExceptionGroup):
+            todo.extend(err.exceptions)
+        todo.extend(e for e in (err.__cause__, err.__context__) if e is not None)
+    return False
+
+
+def _flag_set(flag: Flag | None) -> bool:
+    if flag is None:
+        return False
+    return flag.done() if isinstance(flag, asyncio.Future) else flag.is_set()
+
+
+async def missing_crds(ctx: OperatorContext) -> list[str]:
+    """The operator's CRDs (`plural.group`) that API discovery does not list now."""
+    served = await ctx.kube.served_resources(f"{GROUP}/{VERSION}") or set()
+    return [f"{plural}.{GROUP}" for plural in CRD_PLURALS if plural not in served]
+
+
+async def wait_for_crds(ctx: OperatorContext, stop_flag: Flag | None = None) -> bool:
+    """Poll API discovery (backoff up to CRD_POLL_MAX_SECONDS) until every CRD of the operator is served;
+    False if `stop_flag` was set meanwhile."""
+    delay = CRD_POLL_MIN_SECONDS
+    reported: list[str] | None = None
+    while not _flag_set(stop_flag):
+        try:
+            missing = await missing_crds(ctx)
+        except Exception as exc:  # the API server itself may be away too: keep waiting
+            missing = [f"(API discovery failed: {type(exc).__name__}: {exc})"[:300]]
+        if not missing:
+            return True
+        if missing != reported:
+            logger.warning(
+                "waiting for the CRDs %s: the operator resumes when they are installed again",
+                ", ".join(missing),
+            )
+            reported = missing
+        await asyncio.sleep(delay)
+        delay = min(CRD_POLL_MAX_SECONDS, delay * 2)
+    return False
+
+
+async def _relay_stop(stop_flag: Flag | None, crds_gone: asyncio.Event, run_stop: asyncio.Event) -> None:
+    """Set `run_stop` once the caller's stop flag (any kind) or `crds_gone` is set."""
+    while not (_flag_set(stop_flag) or crds_gone.is_set()):
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(crds_gone.wait(), STOP_POLL_SECONDS)
+    run_stop.set()
+
+
+def _watch_own_crds(registry: kopf.OperatorRegistry, crds_gone: asyncio.Event) -> None:
+    """A watch of the operator's own CRDs: one being deleted (deletionTimestamp, or gone) stops this kopf run
+    before its watches of the custom resources fail (the real server answers them 404 once it is gone)."""
+    names = {f"{plural}.{GROUP}" for plural in CRD_PLURALS}
+
+    @kopf.on.event(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        when=lambda name, **_: name in names,
+        registry=registry,
+    )
+    def own_crd(event: kopf.RawEvent, **_: Any) -> None:
+        meta = event["object"].get("metadata") or {}
+        if event["type"] == "DELETED" or meta.get("deletionTimestamp"):
+            crds_gone.set()
+
+
 async def operator_task(
     settings: Settings,
     *,
@@ -146,12 +234,13 @@ async def operator_task(
     stop_flag: Flag | None = None,
     ctx: OperatorContext | None = None,
 ) -> None:
-    """Run the operator until `stop_flag` is set (or the task is cancelled)."""
+    """Run the operator until `stop_flag` is set (or the task is cancelled).
+
+    If its CRDs go away (uninstalled, replaced), kopf is stopped (by the watch of the CRDs, or because its
+    watches failed with 404): the operator says that it waits for the CRDs, polls API discovery, and starts
+    kopf again (the same context, its caches cleared) once they are back. The metrics and health servers
+    keep running meanwhile."""
     ctx = ctx or OperatorContext(settings=settings)
-    registry = build_registry(settings)
-    memo = kopf.Memo(ctx=ctx)
-    kopf_settings = kopf.OperatorSettings()
-    configure_kopf(settings, kopf_settings)
     namespaces = list(settings.namespaces)
     servers: list[asyncio.Task[None]] = []
     if settings.metrics_port:
@@ -165,17 +254,47 @@ async def operator_task(
     if settings.health_port:
         servers.append(asyncio.create_task(serve(settings.health_port, {"/healthz": healthz})))
     try:
-        await _run_kopf(
-            registry=registry,
-            settings=kopf_settings,
-            memo=memo,
-            standalone=not settings.peering,
-            peering_name=settings.peering_name if settings.peering else None,
-            clusterwide=not namespaces,
-            namespaces=namespaces,
-            ready_flag=ready_flag,
-            stop_flag=stop_flag,
-        )
+        first, restarts = True, list[float]()
+        while True:
+            crds_gone = asyncio.Event()  # set by the CRD watch when one of our CRDs is being deleted
+            run_stop = asyncio.Event()  # stops this kopf run: the caller's stop_flag, or crds_gone
+            relay = asyncio.create_task(_relay_stop(stop_flag, crds_gone, run_stop))
+            registry = build_registry(settings)
+            _watch_own_crds(registry, crds_gone)
+            kopf_settings = kopf.OperatorSettings()
+            configure_kopf(settings, kopf_settings)
+            try:
+                await _run_kopf(
+                    registry=registry,
+                    settings=kopf_settings,
+                    memo=kopf.Memo(ctx=ctx),
+                    standalone=not settings.peering,
+                    peering_name=settings.peering_name if settings.peering else None,
+                    clusterwide=not namespaces,
+                    namespaces=namespaces,
+                    ready_flag=ready_flag if first else None,
+                    stop_flag=run_stop,
+                )
+                if not crds_gone.is_set() or _flag_set(stop_flag):
+                    return
+                logger.warning("a CRD of the operator is being deleted: kopf stopped")
+            except Exception as exc:
+                now = time.monotonic()
+                restarts = [t for t in restarts if now - t < RESTART_WINDOW_SECONDS]
+                if not _missing_resource(exc) or _flag_set(stop_flag) or len(restarts) >= MAX_RESTARTS:
+                    raise
+                restarts.append(now)
+                logger.warning("kopf stopped: a watched resource is gone (%s)", f"{exc}"[:300])
+            finally:
+                relay.cancel()
+                with contextlib.suppress(BaseException):
+                    await relay
+            first = False
+            await asyncio.sleep(CRD_POLL_MIN_SECONDS)
+            if not await wait_for_crds(ctx, stop_flag):
+                return
+            ctx.reset_watch_state()
+            logger.info("the CRDs are installed again: the operator resumes")
     finally:
         for task in servers:
             task.cancel()

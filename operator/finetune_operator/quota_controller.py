@@ -131,11 +131,12 @@ class QuotaController:
         *,
         registry: CollectorRegistry | None = None,
         clock: Clock = utc_now,
+        metrics: QuotaMetrics | None = None,
     ) -> None:
         self.kube = kube
         self.settings = settings
         self.clock = clock
-        self.metrics = QuotaMetrics(registry or CollectorRegistry())
+        self.metrics = metrics or QuotaMetrics(registry or CollectorRegistry())
         # Called with the uid of every job this controller admitted (or released) on its own, so its
         # reconcile runs now. Set by install(); the annotation write also produces a watch event.
         self.wake: Callable[[str], Awaitable[None]] | None = None
@@ -170,7 +171,9 @@ class QuotaController:
     @classmethod
     def install(cls, ctx: Any, *, clock: Clock = utc_now) -> QuotaController:
         """Create a controller for an OperatorContext and make it the admission hook (``ctx.admit``)."""
-        controller = cls(ctx.kube, ctx.settings, registry=ctx.metrics.registry, clock=clock)
+        # a restarted kopf run (the CRDs came back) keeps the series registered by the previous controller
+        previous = ctx.quota.metrics if isinstance(ctx.quota, QuotaController) else None
+        controller = cls(ctx.kube, ctx.settings, registry=ctx.metrics.registry, clock=clock, metrics=previous)
 
         async def wake(uid: str) -> None:
             if ctx.reconcile_cb is not None:

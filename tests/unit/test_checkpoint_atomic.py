@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from finetune_trainer.checkpoints import (
     atomic_checkpoint,
     clean_staging,
@@ -128,7 +129,9 @@ def test_transformers_trainer_killed_mid_checkpoint_resumes_from_previous(tmp_pa
     # kept (rotation to save_total_limit=1 runs only after a new checkpoint is in place)
     assert [step for step, _ in list_checkpoints(tmp_path)] == [2]
     assert (tmp_path / ".tmp-checkpoint-4" / "checkpoint-4" / "optimizer.pt").is_file()
-    assert is_valid_checkpoint(tmp_path / "checkpoint-2", ("trainer_state.json", "optimizer.pt", "scheduler.pt"))
+    assert is_valid_checkpoint(
+        tmp_path / "checkpoint-2", ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+    )
 
     resumed = subprocess.run([*cmd, "0"], env=ENV, capture_output=True, text=True, timeout=300, check=False)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -123,6 +123,13 @@ class OperatorContext:
         """Record the essence of the body a reconcile acts on."""
         self.essences[uid] = essence(body)
 
+    def reset_watch_state(self) -> None:
+        """Forget what the watches told (before kopf starts again and lists everything afresh)."""
+        for uid in list(self.cache.jobs):
+            self.forget(uid)
+        self.cache = ChildCache()
+        self.essences.clear()
+
     def lock(self, uid: str) -> asyncio.Lock:
         lock = self.locks.get(uid)
         if lock is None:
