@@ -14,7 +14,6 @@ exit code) and deleted with ``gracePeriodSeconds: 0``, as a kubelet does. A forc
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -31,7 +30,8 @@ from typing import Any
 from finetune_operator.api.trainerconfig import OUTPUT_MOUNT, PVC_MOUNT
 from finetune_operator.local.emulator import Emulator
 from finetune_operator.local.kubelet import stopped_status
-from finetune_operator.local.podnet import LocalRendezvous, expand_vars, field_value
+from finetune_operator.local.podinputs import PodInputs, PodSetupError, rewrite
+from finetune_operator.local.podnet import LocalRendezvous, expand_vars
 from finetune_operator.local.pods import is_terminal, set_condition
 from finetune_operator.local.semantics import ApiError, JsonDict, Selector, now_rfc3339
 
@@ -41,10 +41,6 @@ TERMINATION_LOG = "/dev/termination-log"
 MAX_MESSAGE = 4096  # the kubelet's limit of a termination message
 DEFAULT_ENTRYPOINT = ["python", "-m", "finetune_trainer"]
 NODE_NAME = "localhost"  # the node this executor is the kubelet of
-
-
-class PodSetupError(Exception):
-    """The pod cannot start (a missing ConfigMap or Secret): reported like CreateContainerConfigError."""
 
 
 @dataclass
@@ -57,20 +53,6 @@ class _Running:
     grace: float = 30.0
     stopper: asyncio.Task[None] | None = None
     root: Path = field(default_factory=Path)
-
-
-def rewrite(value: Any, mapping: Mapping[str, str]) -> Any:
-    """Replace container path prefixes by host paths in every string of a JSON-like value."""
-    if isinstance(value, str):
-        for prefix in sorted(mapping, key=len, reverse=True):
-            if value == prefix or value.startswith(prefix.rstrip("/") + "/"):
-                return mapping[prefix] + value[len(prefix) :]
-        return value
-    if isinstance(value, list):
-        return [rewrite(v, mapping) for v in value]
-    if isinstance(value, dict):
-        return {k: rewrite(v, mapping) for k, v in value.items()}
-    return value
 
 
 class LocalExecutor:
@@ -90,6 +72,7 @@ class LocalExecutor:
         self.python = python
         self.extra_env = dict(extra_env or {})
         self.token = token or secrets.token_hex(16)
+        self.inputs = PodInputs(emu, self.workdir, self.extra_env, self.token)
         self.rendezvous = LocalRendezvous()  # torchrun endpoints of multi-pod trainers -> local ports
         self._pods: dict[str, _Running] = {}  # pod uid -> run
         self._task: asyncio.Task[None] | None = None
@@ -221,100 +204,6 @@ class LocalExecutor:
                 "pods", meta["namespace"], meta["name"], {"status": status}, subresource="status"
             )
 
-    def _secret(self, ns: str, name: str) -> dict[str, str] | None:
-        obj = self.emu.store.get("secrets", ns, name)
-        if obj is None:
-            return None
-        out = {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
-        out.update(obj.get("stringData") or {})
-        return out
-
-    def _config_map(self, ns: str, name: str) -> dict[str, str] | None:
-        obj = self.emu.store.get("configmaps", ns, name)
-        return None if obj is None else dict(obj.get("data") or {})
-
-    def _write_items(self, target: Path, data: Mapping[str, str], items: list[JsonDict] | None) -> None:
-        target.mkdir(parents=True, exist_ok=True)
-        pairs: list[tuple[str, str]] = (
-            [(str(i["key"]), str(i.get("path") or i["key"])) for i in items]
-            if items
-            else [(k, k) for k in data]
-        )
-        for key, path in pairs:
-            if key not in data:
-                raise PodSetupError(f"key {key!r} not found")
-            dest = target / path
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_text(data[key], encoding="utf-8")
-
-    def _volume(self, ns: str, vol: JsonDict, root: Path) -> Path:
-        name = str(vol["name"])
-        target: Path = root / "volumes" / name
-        if "persistentVolumeClaim" in vol:
-            path: Path = self.workdir / "pvc" / str(vol["persistentVolumeClaim"]["claimName"])
-            path.mkdir(parents=True, exist_ok=True)
-            return path
-        if "configMap" in vol:
-            ref = vol["configMap"]
-            data = self._config_map(ns, ref["name"])
-            if data is None:
-                if ref.get("optional"):
-                    target.mkdir(parents=True, exist_ok=True)
-                    return target
-                raise PodSetupError(f'configmap "{ref["name"]}" not found')
-            self._write_items(target, data, ref.get("items"))
-            return target
-        if "secret" in vol:
-            ref = vol["secret"]
-            sdata = self._secret(ns, ref["secretName"])
-            if sdata is None:
-                raise PodSetupError(f'secret "{ref["secretName"]}" not found')
-            self._write_items(target, sdata, ref.get("items"))
-            return target
-        if "projected" in vol:
-            target.mkdir(parents=True, exist_ok=True)
-            for src in vol["projected"].get("sources") or []:
-                if "serviceAccountToken" in src:
-                    (target / src["serviceAccountToken"].get("path", "token")).write_text(self.token)
-                elif "configMap" in src:
-                    cm = self._config_map(ns, src["configMap"]["name"])
-                    if cm is not None:  # kube-root-ca.crt does not exist locally (plain HTTP)
-                        self._write_items(target, cm, src["configMap"].get("items"))
-                elif "secret" in src:
-                    sec = self._secret(ns, src["secret"]["name"])
-                    if sec is not None:
-                        self._write_items(target, sec, src["secret"].get("items"))
-            return target
-        target.mkdir(parents=True, exist_ok=True)  # emptyDir and anything else: a scratch directory
-        return target
-
-    def _env(self, pod: JsonDict, container: JsonDict, mapping: Mapping[str, str]) -> dict[str, str]:
-        ns = pod["metadata"]["namespace"]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FINETUNE_")}
-        env.update(self.extra_env)
-        for item in container.get("env") or []:
-            name = item["name"]
-            if "value" in item:
-                env[name] = str(rewrite(str(item["value"]), mapping))
-                continue
-            source = item.get("valueFrom") or {}
-            value: str | None = None
-            if "secretKeyRef" in source:
-                ref = source["secretKeyRef"]
-                value = (self._secret(ns, ref["name"]) or {}).get(ref["key"])
-                if value is None and not ref.get("optional"):
-                    raise PodSetupError(f'secret "{ref["name"]}" key "{ref["key"]}" not found')
-            elif "configMapKeyRef" in source:
-                ref = source["configMapKeyRef"]
-                value = (self._config_map(ns, ref["name"]) or {}).get(ref["key"])
-                if value is None and not ref.get("optional"):
-                    raise PodSetupError(f'configmap "{ref["name"]}" key "{ref["key"]}" not found')
-            elif "fieldRef" in source:
-                value = field_value(pod, source["fieldRef"]["fieldPath"])
-            if value is not None:
-                env[name] = value
-        return env
-
     def _prepare(self, run: _Running) -> tuple[list[str], dict[str, str], Path]:
         pod = run.pod
         ns = pod["metadata"]["namespace"]
@@ -324,7 +213,7 @@ class LocalExecutor:
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
         run.root = root
-        volumes = {vol["name"]: self._volume(ns, vol, root) for vol in spec.get("volumes") or []}
+        volumes = {vol["name"]: self.inputs.volume(ns, vol, root) for vol in spec.get("volumes") or []}
         mapping: dict[str, str] = {}
         for mount in container.get("volumeMounts") or []:
             host = volumes.get(mount["name"])
@@ -345,7 +234,7 @@ class LocalExecutor:
             mapped = root / "config.json"
             mapped.write_text(json.dumps(rewrite(config, mapping), indent=2), encoding="utf-8")
             args[index] = str(mapped)
-        env = self._env(pod, container, mapping)
+        env = self.inputs.env(pod, container, mapping)
         # $(VAR) in command and args (e.g. torchrun's --node-rank=$(JOB_COMPLETION_INDEX)); rank 0's DNS name
         declared = {e["name"]: env[e["name"]] for e in container.get("env") or [] if e["name"] in env}
         command = [expand_vars(str(c), declared) for c in command]
