@@ -201,8 +201,8 @@ def job_view_from_body(
     provider: str | None = None
     if spec.engine.in_cluster:
         gpu = spec.placement.resources.gpu
-        if gpu.count > 0:
-            gpus[gpu.resource_name] = gpu.count
+        if gpu.count > 0:  # every trainer pod's GPUs (placement.nodes pods of gpu.count each)
+            gpus[gpu.resource_name] = gpu.count * spec.placement.nodes
     else:
         provider = spec.engine.kind.value
     admitted_at = parse_time(annotations.get(ADMITTED_AT))
