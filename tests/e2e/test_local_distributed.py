@@ -11,6 +11,7 @@ loopback) through the emulator, the real operator, the Indexed Job controller an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -136,6 +137,16 @@ def test_two_nodes_match_one_process_with_the_same_global_batch(tmp_path: Path) 
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < moved / 20
 
 
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a process and every descendant (torchrun starts its workers in sessions of their own)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    for proc in [*root.children(recursive=True), root]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(signal.SIGKILL)
+
+
 async def _kill_one_rank(manifests: Path, work: Path) -> tuple[dict[str, Any], int]:
     from finetune_operator.api.crdgen import all_crds
     from finetune_operator.config import Settings
@@ -178,7 +189,7 @@ async def _kill_one_rank(manifests: Path, work: Path) -> tuple[dict[str, Any], i
                     ]
                     if rank1:
                         killed_after = done[-1]
-                        os.killpg(rank1[0].proc.pid, signal.SIGKILL)  # the rank's torchrun and its worker
+                        _kill_tree(rank1[0].proc.pid)  # the pod's torchrun and its worker, as an OOM kill
                 job = emu.store.get("finetunejobs", "default", "dist-st") or {}
                 if (job.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
                     return job, killed_after

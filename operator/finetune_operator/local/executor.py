@@ -31,7 +31,7 @@ from finetune_operator.api.trainerconfig import OUTPUT_MOUNT, PVC_MOUNT
 from finetune_operator.local.emulator import Emulator
 from finetune_operator.local.kubelet import stopped_status
 from finetune_operator.local.podinputs import PodInputs, PodSetupError, rewrite
-from finetune_operator.local.podnet import LocalRendezvous, expand_vars
+from finetune_operator.local.podnet import POD_MARKER_ENV, LocalRendezvous, expand_vars, kill_pod_processes
 from finetune_operator.local.pods import is_terminal, set_condition
 from finetune_operator.local.semantics import ApiError, JsonDict, Selector, now_rfc3339
 
@@ -240,6 +240,7 @@ class LocalExecutor:
         command = [expand_vars(str(c), declared) for c in command]
         args = self.rendezvous.rewrite([expand_vars(a, declared) for a in args])
         env["FINETUNE_TERMINATION_LOG"] = str(term_log)
+        env[POD_MARKER_ENV] = str(pod["metadata"].get("uid", ""))
         # Locations the config names only as URIs (adapter.continueFrom: pvc://...) are resolved by the
         # trainer at run time; tell it where each mount path lives on this machine.
         # Only PVC mounts: the config itself is already rewritten, and a prefix such as /tmp could match
@@ -310,6 +311,7 @@ class LocalExecutor:
                 },
             )
             code = await run.proc.wait()
+        kill_pod_processes(str(pod["metadata"].get("uid", "")))  # the container ends with its main process
         if run.gone:
             return  # the pod is gone: nothing to report
         message = (

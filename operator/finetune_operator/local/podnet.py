@@ -78,3 +78,31 @@ class LocalRendezvous:
             else:
                 out.append(arg)
         return out
+
+
+POD_MARKER_ENV = "FINETUNE_LOCAL_POD_UID"  # in every process of a local pod (the stand-in for its cgroup)
+
+
+def kill_pod_processes(pod_uid: str) -> int:
+    """SIGKILL every process still carrying the pod's marker (a container runtime kills the whole container
+    when its main process ends or is killed: torchrun's workers run in sessions of their own, and would
+    outlive it here). Linux /proc only; elsewhere nothing. Returns how many were killed."""
+    import os
+    import signal
+    from pathlib import Path
+
+    proc = Path("/proc")
+    if not proc.is_dir() or not pod_uid:
+        return 0
+    marker = f"{POD_MARKER_ENV}={pod_uid}".encode()
+    killed = 0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed += 1
+        except (OSError, ValueError):
+            continue
+    return killed
