@@ -72,3 +72,36 @@ def test_elastic_disrupted_pod_is_replaced_not_fatal() -> None:
     # without the Ignore rule (static), the same pod ends the attempt as a disruption
     obs = observe_pods(_job(), [_pod(0, "Running"), evicted])
     assert obs.state == "failed" and obs.disruption
+
+
+def test_pods_by_index_and_status_while_starting() -> None:
+    from finetune_operator.api import parse_job
+    from finetune_operator.status.distributed import derive_distributed, readiness_note
+
+    ready = _pod(0, "Running", conditions=[{"type": "Ready", "status": "True"}])
+    obs = observe_pods(_job(), [_pod(1, "Pending"), ready])
+    assert obs.state == "running"
+    assert obs.nodes == (
+        {"index": 0, "phase": "Running", "ready": True},
+        {"index": 1, "phase": "Pending", "ready": False},
+    )
+    job = parse_job(
+        {
+            "apiVersion": "finetune.dev/v1alpha1",
+            "kind": "FinetuneJob",
+            "metadata": {"name": "j", "namespace": "ns", "uid": "u"},
+            "spec": {
+                "engine": {"sentenceTransformers": {"model": "m", "batchSize": 8}},
+                "dataset": {"train": {"configMap": {"name": "d", "key": "t.json"}}},
+                "output": {"storageUri": "s3://bucket/x"},
+                "placement": {"nodes": 2, "resources": {"gpu": {"count": 2}}},
+            },
+        }
+    )
+    status = derive_distributed(job, obs)
+    assert status is not None
+    assert (status.world_size, status.nodes, status.processes_per_node, status.nodes_ready) == (4, 2, 2, 1)
+    assert [(p.index, p.ready) for p in status.pods or []] == [(0, True), (1, False)]
+    assert readiness_note(job, obs) == " (1/2 trainer pods ready)"
+    finished = derive_distributed(job, None)
+    assert finished is not None and finished.pods is None and finished.world_size == 4

@@ -194,6 +194,34 @@ class DatasetStatus(KubeModel):
     )
 
 
+class NodeStatus(KubeModel):
+    """One trainer pod of a multi-pod attempt (its Indexed Job's completion index)."""
+
+    index: int = Field(ge=0, le=63, description="Completion index of the pod; index 0 hosts the rendezvous.")
+    phase: str | None = Field(
+        default=None, max_length=16, description="Pod phase: Pending, Running, Succeeded or Failed."
+    )
+    ready: bool = Field(
+        default=False, description="Whether the pod's trainer container is running and ready."
+    )
+
+
+class DistributedStatus(KubeModel):
+    """The torch.distributed shape of the job and, while it starts, which trainer pods are up."""
+
+    world_size: int = Field(
+        ge=1, le=4096, description="Trainer processes: placement.nodes x processes per pod."
+    )
+    nodes: int = Field(ge=1, le=64, description="Trainer pods (placement.nodes).")
+    processes_per_node: int = Field(ge=1, le=64, description="Processes per pod: one per GPU, one on CPU.")
+    nodes_ready: int | None = Field(
+        default=None, ge=0, le=64, description="Trainer pods of the current attempt that are ready."
+    )
+    pods: list[NodeStatus] | None = Field(
+        default=None, max_length=64, description="The current attempt's trainer pods, by index."
+    )
+
+
 class FinetuneJobStatus(KubeModel):
     """Observed state of a FinetuneJob, computed by the operator."""
 
@@ -229,4 +257,7 @@ class FinetuneJobStatus(KubeModel):
     )
     admitted_by: list[Name] | None = Field(
         default=None, max_length=64, description="TrainingQuotas that admitted the job."
+    )
+    distributed: DistributedStatus | None = Field(
+        default=None, description="Multi-GPU / multi-node jobs: world size and per-pod readiness."
     )

@@ -30,6 +30,7 @@ class Observation:
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
     disruption: bool = False  # the failure was an eviction/preemption/node loss
     trained_tokens: int | None = None
+    nodes: tuple[dict[str, Any], ...] = ()  # multi-pod attempts: {index, phase, ready} per trainer pod
 
 
 class Backend(Protocol):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -122,7 +123,27 @@ def _gang(tjob: JsonDict, finished: list[JsonDict]) -> list[JsonDict]:
 
 
 def observe_pods(tjob: JsonDict | None, pods: list[JsonDict]) -> Observation:
-    """Pure: what one attempt's Job and Pods say (exposed for unit tests)."""
+    """Pure: what one attempt's Job and Pods say (exposed for unit tests); a multi-pod attempt's
+    observation also lists its pods by completion index."""
+    obs = _observe(tjob, pods)
+    if tjob is None or int((tjob.get("spec") or {}).get("completions") or 1) <= 1:
+        return obs
+    latest: dict[str, JsonDict] = {}
+    for pod in sorted(pods, key=lambda p: str(p.get("metadata", {}).get("creationTimestamp", ""))):
+        if _index(pod):
+            latest[_index(pod)] = pod  # the newest pod of each index (an earlier one may have been replaced)
+    nodes = tuple(
+        {
+            "index": int(index),
+            "phase": (pod.get("status") or {}).get("phase") or "Pending",
+            "ready": _has_condition(pod.get("status") or {}, "Ready") is not None,
+        }
+        for index, pod in sorted(latest.items(), key=lambda item: int(item[0]))
+    )
+    return replace(obs, nodes=nodes)
+
+
+def _observe(tjob: JsonDict | None, pods: list[JsonDict]) -> Observation:
     if tjob is None:
         return Observation(state="none")
     jstatus = tjob.get("status") or {}

@@ -24,6 +24,8 @@ from ..api.common import Condition
 from ..api.finetunejob import FinetuneJob
 from ..api.jobstatus import TERMINAL_PHASES, FinetuneJobStatus, MetricsStatus, Phase
 from . import observed as o
+from .distributed import derive_distributed, readiness_note
+from .memory import memory_warning
 from .observed import Observed
 from .sections import derive_checkpoints, derive_dataset, derive_metrics, derive_model, derive_progress
 
@@ -39,6 +41,7 @@ CONDITION_TYPES = (
 )  # always present; ModelImproved joins them once a finished trainer says whether its model beat the base
 R_IMPROVED = "Improved"
 R_NO_IMPROVEMENT = "NoImprovement"
+R_BELOW_PEAK = "BelowMeasuredPeak"  # MemoryAtRisk: memory requested below the bench's peak (status/memory.py)
 MAX_CONDITION_MESSAGE = 1024
 
 
@@ -227,10 +230,12 @@ def decide(job: FinetuneJob, obs: Observed, now: datetime, old: Mapping[str, Any
         return Decision(
             Phase.PENDING,
             o.R_TRAINER_STARTING,
-            latest.observation.message or f"attempt {latest.number} is starting",
+            (latest.observation.message or f"attempt {latest.number} is starting")
+            + readiness_note(job, latest.observation),
         )
     if latest.state == o.RUNNING:
-        return Decision(Phase.RUNNING, o.R_TRAINING, f"attempt {latest.number} is training")
+        note = readiness_note(job, latest.observation)
+        return Decision(Phase.RUNNING, o.R_TRAINING, f"attempt {latest.number} is training{note}")
     # the latest attempt ended without success: the next one will resume from the newest checkpoint
     what = latest.observation.message or latest.observation.reason or latest.state
     if latest.disruption:
@@ -261,7 +266,7 @@ def _condition(
         ltt = parse_time(old.get("lastTransitionTime")) or now
     return Condition(
         type=ctype,
-        status=status,  # type: ignore[arg-type]
+        status=status,
         reason=reason,
         message=message,
         last_transition_time=ltt,
@@ -404,6 +409,10 @@ def derive_status(job: FinetuneJob | Mapping[str, Any], observed: Observed, now:
     improved = model_improved_condition(result if dec.phase == Phase.SUCCEEDED else None, now, gen, old)
     if improved is not None:
         conditions.append(improved)
+    memory = memory_warning(job)
+    if memory is not None:  # before the pod is OOM-killed: the request is below the measured peak
+        old_conds = {c.get("type", ""): c for c in old.get("conditions") or [] if isinstance(c, Mapping)}
+        conditions.append(_condition("MemoryAtRisk", "True", R_BELOW_PEAK, memory, now, gen, old_conds))
     status = FinetuneJobStatus(
         phase=dec.phase,
         engine=job.spec.engine.kind.value,
@@ -415,7 +424,7 @@ def derive_status(job: FinetuneJob | Mapping[str, Any], observed: Observed, now:
         attempts=max(observed.started_attempts, int(old.get("attempts") or 0)) or None,
         failed_attempts=observed.failed_attempts if observed.attempts else old.get("failedAttempts"),
         progress=derive_progress([trainer_progress, latest.observation.progress if latest else None]),
-        checkpoints=ckpts,  # type: ignore[arg-type]
+        checkpoints=ckpts,
         metrics=_with_mrr_change(derive_metrics(result, tokens)) or old.get("metrics"),
         model=None
         if result and result.get("generateOnly")  # stopped after generating the dataset: no model
@@ -426,6 +435,7 @@ def derive_status(job: FinetuneJob | Mapping[str, Any], observed: Observed, now:
         remote_job_id=remote,
         queue_position=observed.queue_position if dec.phase == Phase.QUEUED else None,
         admitted_by=list(observed.admitted_by) or None,
+        distributed=derive_distributed(job, latest.observation if latest and not terminal else None),
     )
     return status.to_json()
 
