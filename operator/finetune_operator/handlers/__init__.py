@@ -23,6 +23,8 @@ from ..api.common import GROUP, VERSION
 from ..api.finetunejob import PLURAL
 from ..config import Settings
 from ..kube import Connection
+from ..login import login as login_via_client
+from ..login import relogin
 from ..naming import LABEL_JOB_UID, LABEL_MANAGED_BY, MANAGED_BY
 from ..quota_controller import QuotaController, register_quota
 from .context import OperatorContext
@@ -74,17 +76,13 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
         await _ctx(memo).stop_tasks()  # before kopf's shutdown treats them as hung
 
     @kopf.on.login(registry=registry)
-    def login(memo: Any, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    async def login(memo: Any, settings: kopf.OperatorSettings, logger: Any, **_: Any) -> Any:
+        # through the `kubernetes` package: exec plugins (EKS, GKE, AKS), OIDC, client certificates
         ctx = _ctx(memo)
-        info: kopf.ConnectionInfo | None
-        if ctx.settings.api_server:
-            info = kopf.ConnectionInfo(
-                server=ctx.settings.api_server, insecure=ctx.settings.api_insecure or None
-            )
-        else:
-            info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        info = await login_via_client(ctx.settings, settings, logger)
         if info is not None:
             ctx.kube.configure(Connection.from_kopf(info))
+            ctx.kube.reauthenticate = relogin(ctx.settings, settings)
         return info
 
     @kopf.on.probe(id="alive", registry=registry)

@@ -38,6 +38,16 @@ from finetune_operator.local.semantics import (
 from finetune_operator.local.store import MERGE_PATCH, HistoryRecord, ObjectStore
 
 POD_CREATE_SUBRESOURCES = ("binding", "eviction")  # POST-only subresources of pods
+# the real server's answer to a request without valid credentials (authentication fails before authorization)
+UNAUTHORIZED: JsonDict = {
+    "kind": "Status",
+    "apiVersion": "v1",
+    "metadata": {},
+    "status": "Failure",
+    "message": "Unauthorized",
+    "reason": "Unauthorized",
+    "code": 401,
+}
 
 __all__ = ["ApiError", "Emulator", "HistoryRecord", "ObjectStore", "ParsedPath", "load_crds", "parse_path"]
 
@@ -51,6 +61,8 @@ class _Handler(kmock.KubernetesEmulator):
         self._keep_requests = keep_requests
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        if not self._api.authenticated(raw_request):
+            return _json(UNAUTHORIZED, status=401)
         if raw_request.path.rstrip("/").startswith("/openapi/v3"):
             return self._api.serve_openapi(raw_request.path)
         parsed = parse_path(raw_request.path)
@@ -92,6 +104,9 @@ class Emulator:
     :param keep_history: record every write in ``emu.history`` (tests); off for long-running local mode.
     :param keep_requests: keep kmock's log of non-resource requests (``emu.kmock.requests``).
     :param seed: seed of the random names (generateName, job pods), for determinism.
+    :param tokens: bearer tokens the server accepts; when given, an HTTP request without one of them gets
+        401 Unauthorized, as from a real server's token authenticator (default: no authentication).
+        ``emu.bearer_tokens`` records the tokens that requests presented.
     """
 
     def __init__(
@@ -106,7 +121,10 @@ class Emulator:
         keep_history: bool = True,
         keep_requests: bool = True,
         seed: int | None = None,
+        tokens: Iterable[str] | None = None,
     ) -> None:
+        self.tokens = frozenset(tokens) if tokens is not None else None
+        self.bearer_tokens: builtins.list[str] = []
         self.kmock: Any = _Handler(self, keep_requests)
         self.store = ObjectStore(
             watch_cache_size=watch_cache_size,
@@ -203,6 +221,14 @@ class Emulator:
             subresources=({"status"} if rdef.status_subresource else set())
             | (set(POD_CREATE_SUBRESOURCES) if is_pod(rdef) else set()),
         )
+
+    def authenticated(self, request: aiohttp.web.BaseRequest) -> bool:
+        """Bearer-token authentication, when the emulator was given tokens."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        bearer = scheme.lower() == "bearer" and bool(token)
+        if bearer and (not self.bearer_tokens or self.bearer_tokens[-1] != token):
+            self.bearer_tokens.append(token)
+        return self.tokens is None or (bearer and token in self.tokens)
 
     def _unpublish(self, rdef: ResourceDef) -> None:
         """A deleted CRD's resource leaves API discovery."""
