@@ -496,3 +496,31 @@ def test_model_improved_condition_and_validation_curve(improved: bool) -> None:
     assert {x["type"]: x["status"] for x in later["conditions"]}["ModelImproved"] == c["ModelImproved"][
         "status"
     ]
+
+
+def test_memory_at_risk_when_the_request_is_below_the_measured_peak() -> None:
+    def job(memory: str, engine: dict[str, Any]) -> FinetuneJob:
+        spec = {
+            "engine": engine,
+            "dataset": {"train": {"url": "https://example.com/train.json"}},
+            "output": {"storageUri": "pvc://models/out"},
+            "placement": {"resources": {"memory": memory}},
+        }
+        body = {
+            "apiVersion": "finetune.dev/v1alpha1",
+            "kind": "FinetuneJob",
+            "metadata": {"name": "demo", "namespace": "ns", "uid": "u-1", "generation": 1},
+            "spec": spec,
+        }
+        return parse_job(body)
+
+    st = {"sentenceTransformers": {"model": "sentence-transformers/all-MiniLM-L6-v2", "batchSize": 16}}
+    low = derive_status(job("2Gi", st), Observed(admitted=True), T0)
+    risk = {c["type"]: c for c in low["conditions"]}["MemoryAtRisk"]
+    assert risk["status"] == "True" and risk["reason"] == "BelowMeasuredPeak"
+    assert "2Gi" in risk["message"] and "GiB peak" in risk["message"]
+    assert ("Warning", "BelowMeasuredPeak", risk["message"]) in events_for_transition(None, low)
+    for enough in (job("8Gi", st), job("2Gi", {"adapter": {}})):  # enough memory; a lighter engine
+        assert "MemoryAtRisk" not in conds(derive_status(enough, Observed(admitted=True), T0))
+    short = {"sentenceTransformers": {**st["sentenceTransformers"], "maxSeqLength": 128}}
+    assert "MemoryAtRisk" not in conds(derive_status(job("2Gi", short), Observed(admitted=True), T0))

@@ -225,7 +225,9 @@ class AdapterRunner:
     def _evaluate_at(self, step: int) -> None:
         """Evaluate the adapter now; keep a copy of it when it is the best so far."""
         assert self.adapter is not None
+        t0 = time.monotonic()
         metrics = self.evaluate(trained=True)
+        self.selection.seconds += time.monotonic() - t0
         if self.selection.record(step, metrics):
             self.best_state = {k: v.detach().clone().cpu() for k, v in self.adapter.state_dict().items()}
         log.info(

@@ -87,13 +87,26 @@ def gpu_args(cuda: bool, pairs: int = 0, steps: int = 0, pretokenized: bool = Fa
     }
 
 
-def choose_loss(spec: SentenceTransformersEngine, cuda: bool) -> tuple[str, int]:
-    """(loss name, mini-batch size). The cached loss gives the same gradients as MNRL for the same batch,
-    so switching to it for large batches on CUDA keeps the user's batchSize semantics."""
+CPU_CACHED_AUTO_BATCH = 128  # on CPU (memory the pod requests, no GPU), batches this large go cached
+SMALL_GPU_BYTES = 24 * 2**30  # a GPU with less memory than this is "small": cached from SMALL_GPU_BATCH
+SMALL_GPU_BATCH = 256
+SMALL_GPU_MINI_BATCH = 64
+
+
+def choose_loss(spec: SentenceTransformersEngine, cuda: bool, gpu_bytes: int = 0) -> tuple[str, int]:
+    """(loss name, mini-batch size). The cached loss (GradCache) gives the same gradients as MNRL for the
+    same batch, so switching to it for a large batch on a small device keeps the user's batchSize semantics
+    (all in-batch negatives) with the activation memory of one mini-batch: on CPU from
+    CPU_CACHED_AUTO_BATCH, on a GPU under SMALL_GPU_BYTES from SMALL_GPU_BATCH, on any GPU from
+    CACHED_AUTO_BATCH."""
     if spec.loss == "CachedMultipleNegativesRankingLoss":
         return spec.loss, spec.mini_batch_size
+    if not cuda and spec.batch_size >= CPU_CACHED_AUTO_BATCH:
+        return "CachedMultipleNegativesRankingLoss", spec.mini_batch_size
     if cuda and spec.batch_size >= CACHED_AUTO_BATCH:
         return "CachedMultipleNegativesRankingLoss", max(spec.mini_batch_size, GPU_MINI_BATCH)
+    if cuda and 0 < gpu_bytes < SMALL_GPU_BYTES and spec.batch_size >= SMALL_GPU_BATCH:
+        return "CachedMultipleNegativesRankingLoss", max(spec.mini_batch_size, SMALL_GPU_MINI_BATCH)
     return spec.loss, spec.mini_batch_size
 
 
@@ -354,7 +367,9 @@ class SentenceTransformersRunner:
         ctx, spec = self.ctx, self.spec
         train_ds = self._datasets()
         cuda = torch.cuda.is_available()
-        loss_name, mini_batch = choose_loss(spec, cuda)
+        gpu_bytes = int(torch.cuda.get_device_properties(0).total_memory) if cuda else 0
+        loss_name, mini_batch = choose_loss(spec, cuda, gpu_bytes)
+        log.info("loss %s (mini-batch %d) for batch %d", loss_name, mini_batch, spec.batch_size)
         if loss_name == "CachedMultipleNegativesRankingLoss":
             loss: Any = losses.CachedMultipleNegativesRankingLoss(
                 self.model, mini_batch_size=mini_batch, **ddp.st_loss_kwargs()

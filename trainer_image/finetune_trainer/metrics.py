@@ -82,6 +82,7 @@ class Selection:
         self.best_step: int | None = None
         self.best_value = -math.inf
         self.since_best = 0
+        self.seconds = 0.0  # time spent evaluating during training (callers add to it)
 
     def record(self, step: int, metrics: dict[str, Any]) -> bool:
         """Add an evaluation; True when it is the new best."""
@@ -106,6 +107,7 @@ class Selection:
             "best_step": self.best_step,
             "best_value": self.best_value if self.best_step is not None else None,
             "since_best": self.since_best,
+            "seconds": self.seconds,
         }
 
     def load(self, state: dict[str, Any]) -> None:
@@ -114,6 +116,7 @@ class Selection:
         best = state.get("best_value")
         self.best_value = float(best) if best is not None else -math.inf
         self.since_best = int(state.get("since_best", 0))
+        self.seconds = float(state.get("seconds", 0.0))
 
     def summary(self, stopped_early: bool = False) -> dict[str, Any]:
         """What result.json says: the best step, the metric, the (bounded) validation curve."""
@@ -121,6 +124,7 @@ class Selection:
             "bestStep": self.best_step,
             "selectionMetric": self.metric,
             "stoppedEarly": stopped_early,
+            "evaluationSeconds": round(self.seconds, 3),
             "validationCurve": [
                 {"step": s, self.metric: round(v, 5)} for s, v in thin_curve(self.curve, self.best_step)
             ],

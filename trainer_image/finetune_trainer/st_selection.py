@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,10 @@ class SelectionCallback(TrainerCallback):
     def _evaluate(self, step: int) -> tuple[bool, bool]:
         import torch
 
+        t0 = time.monotonic()
         metrics = evaluate_model(self.model, self.validation)
         self.model.train()
+        self.selection.seconds += time.monotonic() - t0
         improved = self.selection.record(step, metrics)
         if improved:
             self.dir.mkdir(parents=True, exist_ok=True)

@@ -141,6 +141,9 @@ def events_for_transition(
     failed_new, failed_old = int(new_status.get("failedAttempts") or 0), int(old.get("failedAttempts") or 0)
     if failed_new > failed_old:
         events.append(("Warning", "AttemptFailed", f"{failed_new} failed attempt(s) so far"))
+    risk_new, risk_old = _condition_of(new_status, "MemoryAtRisk"), _condition_of(old, "MemoryAtRisk")
+    if risk_new is not None and risk_new[0] == "True" and risk_new != risk_old:
+        events.append(("Warning", risk_new[1], risk_new[2]))
     improved_new, improved_old = _model_improved(new_status), _model_improved(old)
     if improved_new is not None and improved_new != improved_old:
         status, reason, message = improved_new
@@ -152,12 +155,16 @@ def events_for_transition(
     return events
 
 
-def _model_improved(status: Mapping[str, Any]) -> tuple[str, str, str] | None:
-    """(status, reason, message) of the ModelImproved condition, if any."""
+def _condition_of(status: Mapping[str, Any], ctype: str) -> tuple[str, str, str] | None:
+    """(status, reason, message) of a condition, if any."""
     for c in status.get("conditions") or []:
-        if isinstance(c, Mapping) and c.get("type") == "ModelImproved":
+        if isinstance(c, Mapping) and c.get("type") == ctype:
             return str(c.get("status")), str(c.get("reason") or ""), str(c.get("message") or "")
     return None
+
+
+def _model_improved(status: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    return _condition_of(status, "ModelImproved")
 
 
 def _reason_of(status: Mapping[str, Any]) -> str:
