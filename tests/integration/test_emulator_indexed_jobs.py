@@ -121,3 +121,15 @@ def test_var_expansion_and_local_rendezvous() -> None:
     assert rdzv.rewrite(["--rdzv-endpoint=j-a1-0.j-a1:29400"]) == a[:1]  # the same job: the same port
     assert rdzv.rewrite(["--rdzv-endpoint=k-a1-0.k-a1:29400"]) != a[:1]
     assert intervals({0, 1, 2, 4, 6, 7}) == "0-2,4,6-7"
+
+
+async def test_suspended_indexed_job_starts_all_its_pods_on_admission(emu: Emulator) -> None:
+    """Kueue admits a Job as one Workload: suspended, no pod; unsuspended, every index at once."""
+    import asyncio
+
+    await emu.create(indexed("queued", suspend=True))
+    await asyncio.sleep(0.2)
+    assert await FakeKubelet(emu).pods("default", label_selector="job-name=queued") == []
+    await emu.patch("jobs", "default", "queued", {"spec": {"suspend": False}})
+    pods = await pods_of(emu, "queued", count=2)
+    assert sorted(_index(p) for p in pods) == [0, 1]

@@ -158,3 +158,13 @@ def test_manifests_validate_against_the_kubernetes_schema() -> None:
     job = make_job(_with(nodes=4, elastic={"minNodes": 2, "maxNodes": 4}))
     for obj in (build_trainer_job(job, Settings(), 1), build_service(job, 1)):
         kubernetes_validate.validate(obj, "1.32", strict=True)
+
+
+def test_kueue_gets_one_suspended_job_for_every_pod() -> None:
+    spec = _with()
+    spec["runPolicy"] = {"queueName": "gpu-queue"}
+    tjob = build_trainer_job(make_job(spec), Settings(kueue_mode=True), 1)
+    # one Job (one Kueue Workload, admitted all or nothing): suspended as a whole, both pods in its podset
+    assert tjob["spec"]["suspend"] is True and tjob["spec"]["parallelism"] == 2
+    assert tjob["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+    assert tjob["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] == "4"
