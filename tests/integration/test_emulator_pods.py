@@ -187,3 +187,26 @@ async def test_local_executor_acts_on_deletion_timestamp(
     conditions = {c["type"] for c in final["status"]["conditions"]}
     assert "PodScheduled" in conditions  # the kubelet's status writes keep conditions others own
     assert ("DisruptionTarget" in conditions) == (script is TRAP)
+
+
+async def test_foreground_deletion_waits_for_the_pods(emu: Emulator, http: aiohttp.ClientSession) -> None:
+    await emu.create(job("fg"))
+    (pod,) = await pods_of(emu, "fg")
+    await FakeKubelet(emu).run(pod)  # bound: its deletion is graceful
+    status, body = await call(
+        http, "DELETE", "/apis/batch/v1/namespaces/default/jobs/fg", {"propagationPolicy": "Foreground"}
+    )
+    assert status == 200 and body["metadata"]["deletionTimestamp"]
+    assert "foregroundDeletion" in body["metadata"]["finalizers"]
+    await eventually(lambda: asyncio.sleep(0, emu.store.get("jobs", "default", "fg") is None))
+    gone = [(r.plural, r.name) for r in emu.history if r.event == "DELETED" and r.plural in ("jobs", "pods")]
+    # the owner is removed only after its blocking dependent (blockOwnerDeletion: true) is gone
+    assert gone.index(("pods", pod["metadata"]["name"])) < gone.index(("jobs", "fg"))
+    terminal = [
+        r.object
+        for r in emu.history
+        if r.plural == "pods"
+        and r.name == pod["metadata"]["name"]
+        and r.object["status"].get("phase") == "Failed"
+    ]
+    assert terminal  # the kubelet stopped it first (graceful), the Job still there

@@ -29,6 +29,8 @@ from finetune_operator.local.semantics import (
 )
 from finetune_operator.local.storecore import StoreCore
 
+FOREGROUND_FINALIZER = "foregroundDeletion"
+
 
 class Deletions(StoreCore):
     """DELETE (one object or a collection), and the pod subresources binding and eviction."""
@@ -57,7 +59,10 @@ class Deletions(StoreCore):
             )
         period = grace_period(rdef, old, options)
         policy = options.get("propagationPolicy")
-        finalizers = bool(meta.get("finalizers"))
+        # Foreground: the owner stays, held by the foregroundDeletion finalizer, until the garbage collector
+        # has deleted its blocking dependents
+        foreground = policy == "Foreground" and not meta.get("deletionTimestamp")
+        finalizers = bool(meta.get("finalizers")) or foreground
         if meta.get("deletionTimestamp"):
             current = meta.get("deletionGracePeriodSeconds") or 0
             if period >= current:  # a deletion in progress is never lengthened
@@ -70,6 +75,8 @@ class Deletions(StoreCore):
             return self._commit("delete", "MODIFIED", rdef, new, clone(old)), False
         if finalizers or period > 0:  # graceful deletion and finalizers: deletionTimestamp first
             new = clone(old)
+            if foreground and FOREGROUND_FINALIZER not in (meta.get("finalizers") or []):
+                new["metadata"]["finalizers"] = [*(meta.get("finalizers") or []), FOREGROUND_FINALIZER]
             new["metadata"]["deletionTimestamp"] = deletion_timestamp(period)
             new["metadata"]["deletionGracePeriodSeconds"] = period
             if rdef.has_generation:
