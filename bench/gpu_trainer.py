@@ -449,6 +449,19 @@ def run_llm_rows(args: argparse.Namespace) -> None:
     print(text)
 
 
+def run_ddp_rows(args: argparse.Namespace) -> None:
+    """DDP rows (bench/gpu_ddp.py): plain vs torchrun at world size 1, and at 2/4/8 where the GPUs allow."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from gpu_ddp import run_ddp
+
+    doc = run_ddp(args.smoke, args.model, args.pairs, _dataset, _peak, _mfu)
+    text = json.dumps(doc, indent=1)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "gpu_ddp.json").write_text(text + "\n", encoding="utf-8")
+    print(text)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -463,7 +476,17 @@ def main() -> None:
     pl = sub.add_parser("llm", help="LoRA SFT tokens/s and MFU of the llm engine (bench/gpu_llm.py).")
     pl.add_argument("--smoke", action="store_true", help="A tiny model; works on CPU.")
     pl.add_argument("--out", type=Path, help="Also write gpu_llm.json here.")
+    pd = sub.add_parser(
+        "ddp", help="DDP rows: plain vs torchrun world size 1, and multi-GPU (bench/gpu_ddp.py)."
+    )
+    pd.add_argument("--model", type=Path, default=GPU_MODEL / "model")
+    pd.add_argument("--pairs", type=int, default=2000)
+    pd.add_argument("--smoke", action="store_true", help="Tiny data, gloo on CPU at world size 1 and 2.")
+    pd.add_argument("--out", type=Path, help="Also write gpu_ddp.json here.")
     args = p.parse_args()
+    if args.cmd == "ddp":
+        run_ddp_rows(args)
+        return
     if args.cmd == "prepare":
         prepare(args.out)
         return
