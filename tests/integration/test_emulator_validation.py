@@ -191,3 +191,8 @@ async def test_kubectl_sends_strict_and_gets_the_servers_answer(
     assert stored is not None and "foo" not in stored["spec"]
     got = await asyncio.to_thread(kubectl, "get", "finetunejob", "k", "-o", "json")
     assert json.loads(got.stdout)["metadata"]["name"] == "k"
+    # the install step of docs/install.md: the CRDs are Established
+    established = await asyncio.to_thread(
+        kubectl, "wait", "--for=condition=Established", "crd/finetunejobs.finetune.dev", "--timeout=10s"
+    )
+    assert established.returncode == 0, established.stderr

@@ -19,7 +19,7 @@ from typing import Any
 
 from finetune_operator.api.celcost import check_crd
 from finetune_operator.local.crdvalidation import FIELD_VALIDATION_MODES, validate
-from finetune_operator.local.semantics import ApiError, JsonDict, ResourceDef
+from finetune_operator.local.semantics import ApiError, JsonDict, ResourceDef, now_rfc3339
 
 DEFAULT_FIELD_VALIDATION = "Warn"
 CRD_GROUP = "apiextensions.k8s.io"
@@ -110,3 +110,22 @@ def admit_crd(rdef: ResourceDef, crd: JsonDict, old: JsonDict | None) -> None:
         f'{rdef.kind}.{rdef.group} "{name}" is invalid: {joined}',
         {"name": name, "group": rdef.group, "kind": rdef.kind, "causes": causes},
     )
+
+
+def crd_established_status(crd: JsonDict) -> JsonDict:
+    """A new CRD's status once the apiextensions controllers have seen it: its names accepted, established
+    (``kubectl wait --for=condition=Established`` returns), the served versions stored."""
+    spec = crd.get("spec") or {}
+    now = now_rfc3339()
+    conditions = [
+        ("NamesAccepted", "NoConflicts", "no conflicts found"),
+        ("Established", "InitialNamesAccepted", "the initial names have been accepted"),
+    ]
+    return {
+        "acceptedNames": dict(spec.get("names") or {}),
+        "conditions": [
+            {"type": kind, "status": "True", "reason": reason, "message": message, "lastTransitionTime": now}
+            for kind, reason, message in conditions
+        ],
+        "storedVersions": [v["name"] for v in spec.get("versions") or [] if v.get("storage")],
+    }

@@ -19,6 +19,7 @@ from finetune_operator.local.admission import (
     DEFAULT_FIELD_VALIDATION,
     admit_crd,
     admit_custom_resource,
+    crd_established_status,
     is_crd,
 )
 from finetune_operator.local.deletion import Deletions
@@ -161,6 +162,8 @@ class ObjectStore(Deletions):
             if rdef.initial_status:
                 obj["status"] = clone(dict(rdef.initial_status))
         obj = self._admit(rdef, obj, None, None, field_validation, warnings)
+        if is_crd(rdef):  # served at once: the apiextensions controllers' conditions, already True
+            obj["status"] = crd_established_status(obj)
         result = self._commit("create", "ADDED", rdef, obj, None)
         if rdef.group == "apiextensions.k8s.io" and rdef.plural == "customresourcedefinitions":
             for crd_def in resources_from_crd(obj):
