@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 import kopf
@@ -30,6 +31,7 @@ def connection_info(settings: Settings, kopf_settings: Any, logger: Any = log) -
     """The credentials for the API server (blocking: an exec plugin runs a command)."""
     if settings.api_server:
         return kopf.ConnectionInfo(server=settings.api_server, insecure=settings.api_insecure or None)
+    _follow_kubeconfig_env()
     try:
         info = kopf.login_via_client(logger=logger, settings=kopf_settings)
     except kopf.LoginError as exc:
@@ -40,6 +42,15 @@ def connection_info(settings: Settings, kopf_settings: Any, logger: Any = log) -
     return kopf.login_with_service_account(settings=kopf_settings) or kopf.login_with_kubeconfig(
         settings=kopf_settings
     )
+
+
+def _follow_kubeconfig_env() -> None:
+    """The `kubernetes` package reads $KUBECONFIG once, when it is imported: look at it at each login."""
+    try:
+        from kubernetes.config import kube_config
+    except ImportError:
+        return
+    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = os.environ.get("KUBECONFIG", "~/.kube/config")
 
 
 async def login(settings: Settings, kopf_settings: Any, logger: Any = log) -> kopf.ConnectionInfo | None:
