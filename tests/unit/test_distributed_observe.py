@@ -104,4 +104,4 @@ def test_pods_by_index_and_status_while_starting() -> None:
     assert [(p.index, p.ready) for p in status.pods or []] == [(0, True), (1, False)]
     assert readiness_note(job, obs) == " (1/2 trainer pods ready)"
     finished = derive_distributed(job, None)
-    assert finished is not None and finished.pods is None and finished.world_size == 4
+    assert finished is not None and finished.pods == [] and finished.world_size == 4

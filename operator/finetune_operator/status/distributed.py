@@ -9,7 +9,8 @@ from ..backends.base import Observation
 
 
 def derive_distributed(job: FinetuneJob, current: Observation | None) -> DistributedStatus | None:
-    """None for single-process jobs; the pods only while the attempt is not finished (`current`)."""
+    """None for single-process jobs; the pods only while the attempt is not finished (`current`): once it
+    is, `pods` is empty and `nodesReady` 0 (explicit values, as the status is merge-patched)."""
     placement = job.spec.placement
     if not placement.distributed:
         return None
@@ -18,9 +19,10 @@ def derive_distributed(job: FinetuneJob, current: Observation | None) -> Distrib
         world_size=placement.world_size,
         nodes=placement.nodes,
         processes_per_node=placement.procs_per_node,
-        nodes_ready=sum(1 for n in nodes if n.get("ready")) if nodes else None,
+        nodes_ready=sum(1 for n in nodes if n.get("ready")) if nodes or current is None else None,
         pods=[NodeStatus(index=n["index"], phase=n.get("phase"), ready=bool(n.get("ready"))) for n in nodes]
-        or None,
+        if nodes or current is None
+        else None,
     )
 
 
