@@ -191,8 +191,33 @@ async def test_kubectl_sends_strict_and_gets_the_servers_answer(
     assert stored is not None and "foo" not in stored["spec"]
     got = await asyncio.to_thread(kubectl, "get", "finetunejob", "k", "-o", "json")
     assert json.loads(got.stdout)["metadata"]["name"] == "k"
+    clean = tmp_path / "clean.yaml"
+    clean.write_text(yaml.safe_dump(st_job("k2")))
+    dry = await asyncio.to_thread(kubectl, "apply", "--dry-run=server", "-f", str(clean))
+    assert dry.returncode == 0 and "dryRun=All" in dry.stderr, dry.stderr
+    assert "(server dry run)" in dry.stdout and real.store.get("finetunejobs", "default", "k2") is None
     # the install step of docs/install.md: the CRDs are Established
     established = await asyncio.to_thread(
         kubectl, "wait", "--for=condition=Established", "crd/finetunejobs.finetune.dev", "--timeout=10s"
     )
     assert established.returncode == 0, established.stderr
+
+
+async def test_server_side_dry_run_checks_everything_and_stores_nothing(
+    real: Emulator, http: aiohttp.ClientSession
+) -> None:
+    before = len(real.history)
+    status, body, warnings = await _post(http, FTJ, _with_unknown("dry"), {"dryRun": "All"})
+    assert status == 201 and body["metadata"]["uid"] and "foo" not in body["spec"]
+    assert sorted(warnings) == EXPECTED_WARNINGS  # the same answer as a real create
+    assert real.store.get("finetunejobs", "default", "dry") is None and len(real.history) == before
+    status, body, _ = await _post(
+        http, FTJ, _with_unknown("dry"), {"dryRun": "All", "fieldValidation": "Strict"}
+    )
+    assert status == 400  # validated as a real write
+    await _post(http, FTJ, st_job("kept"))
+    async with http.delete(f"{FTJ}/kept", params={"dryRun": "All"}) as resp:
+        assert resp.status == 200
+    assert real.store.get("finetunejobs", "default", "kept") is not None
+    status, body, _ = await _post(http, FTJ, st_job("x"), {"dryRun": "Maybe"})
+    assert status == 400 and "dryRun" in body["message"]

@@ -85,7 +85,7 @@ class Deletions(StoreCore):
         return self._delete_now(rdef, clone(old), old, policy), True
 
     def _delete_now(self, rdef: ResourceDef, obj: JsonDict, old: JsonDict, policy: Any) -> JsonDict:
-        if is_crd(rdef):
+        if is_crd(rdef) and not self.dry_run_active:
             old = self._terminate_crd(rdef, old)
             obj = clone(old)
         return self._commit(

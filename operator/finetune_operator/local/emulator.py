@@ -272,6 +272,22 @@ class Emulator:
             return 201, self.store.evict(rdef, namespace, name, body)
         if subresource not in (None, "status") or (subresource and not rdef.status_subresource):
             raise ApiError.no_resource()
+        dry_run = params.get("dryRun")
+        if dry_run not in (None, "", "All"):
+            raise ApiError.bad_request(f'dryRun: Unsupported value: "{dry_run}": supported values: "All"')
+        if dry_run == "All" and method != "GET":
+            with self.store.dry_run():
+                return self.execute(
+                    method,
+                    rdef,
+                    namespace,
+                    name,
+                    subresource=subresource,
+                    body=body,
+                    params={k: v for k, v in params.items() if k != "dryRun"},
+                    content_type=content_type,
+                    warnings=warnings,
+                )
         labels, fields = params.get("labelSelector"), params.get("fieldSelector")
         if method == "GET":
             if name is None:

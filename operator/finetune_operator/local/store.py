@@ -165,7 +165,7 @@ class ObjectStore(Deletions):
         if is_crd(rdef):  # served at once: the apiextensions controllers' conditions, already True
             obj["status"] = crd_established_status(obj)
         result = self._commit("create", "ADDED", rdef, obj, None)
-        if rdef.group == "apiextensions.k8s.io" and rdef.plural == "customresourcedefinitions":
+        if is_crd(rdef) and not self.dry_run_active:
             for crd_def in resources_from_crd(obj):
                 self.register(crd_def)
         return result

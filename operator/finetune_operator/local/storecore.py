@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import builtins
 import collections
+import contextlib
 import dataclasses
 import pickle
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from finetune_operator.local.semantics import (
     ApiError,
@@ -68,6 +69,7 @@ class StoreCore:
         self.history: builtins.list[HistoryRecord] = []
         self.on_register: builtins.list[Callable[[ResourceDef], None]] = []
         self.on_unregister: builtins.list[Callable[[ResourceDef], None]] = []
+        self.dry_run_active = False  # inside dry_run(): commits are answered, not stored
 
     # --- resources -----------------------------------------------------------------------------
 
@@ -229,6 +231,15 @@ class StoreCore:
 
     # --- writing -------------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def dry_run(self, active: bool = True) -> Iterator[None]:
+        """Within: every write is checked and answered as usual, but nothing is stored (``dryRun=All``)."""
+        before, self.dry_run_active = self.dry_run_active, active or self.dry_run_active
+        try:
+            yield
+        finally:
+            self.dry_run_active = before
+
     def _commit(
         self,
         verb: str,
@@ -240,6 +251,12 @@ class StoreCore:
         subresource: str | None = None,
         propagation: str | None = None,
     ) -> JsonDict:
+        if self.dry_run_active:  # dryRun=All: everything up to the write, nothing stored, no event
+            out: JsonDict = clone(obj)
+            out["apiVersion"] = rdef.api_version
+            if kind == "ADDED":
+                out.setdefault("metadata", {}).pop("resourceVersion", None)
+            return out
         self._rv += 1
         meta = obj.setdefault("metadata", {})
         meta["resourceVersion"] = str(self._rv)
