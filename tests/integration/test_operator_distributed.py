@@ -19,6 +19,8 @@ from tests.integration.operator_support import (
     wait_phase,
 )
 
+from finetune_operator import rbac_requirements
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 
@@ -41,7 +43,7 @@ def pods_of_attempt(cluster: Any, attempt: int) -> list[dict[str, Any]]:
 
 
 async def test_two_node_attempt_and_cleanup(cluster: Any, operator_factory: Any, kubelet: Any) -> None:
-    await operator_factory()
+    op = await operator_factory()
     await data_config_map(cluster)
     await cluster.create(two_node_job())
     pods: list[dict[str, Any]] = await eventually(
@@ -80,3 +82,6 @@ async def test_two_node_attempt_and_cleanup(cluster: Any, operator_factory: Any,
         await eventually(lambda plural=plural: not cluster.store.list(plural, NS), timeout=5)
     await asyncio.sleep(1.0)
     assert created(cluster, "services") == ["ft-a1"]
+    made = {rbac_requirements.permission_of(c) for c in op.calls}
+    assert rbac_requirements.Permission("", "services", "create") in made
+    assert rbac_requirements.uncovered(op.calls, peering=False, kueue=False, clusterwide=True) == []
