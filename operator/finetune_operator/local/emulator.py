@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import json
 from collections.abc import Iterable
 from types import TracebackType
@@ -36,6 +35,7 @@ from finetune_operator.local.semantics import (
     Selector,
 )
 from finetune_operator.local.store import MERGE_PATCH, HistoryRecord, ObjectStore
+from finetune_operator.local.watching import stream_events
 
 POD_CREATE_SUBRESOURCES = ("binding", "eviction")  # POST-only subresources of pods
 # the real server's answer to a request without valid credentials (authentication fails before authorization)
@@ -164,7 +164,8 @@ class Emulator:
         self._server = kmock.Server(self.kmock, host=self._host, port=self._port)
         await self._server.__aenter__()
         if self._with_controllers:
-            from finetune_operator.local.controllers import GarbageCollector, JobController
+            from finetune_operator.local.controllers import JobController
+            from finetune_operator.local.gc import GarbageCollector
             from finetune_operator.local.kubelet import NodeAgent
 
             self._controllers = [GarbageCollector(self), JobController(self), NodeAgent(self)]
@@ -373,39 +374,15 @@ class Emulator:
         selector = Selector.parse(parsed.namespace, params.get("labelSelector"), fields)
         watcher = self.store.watch(rdef, selector, params.get("resourceVersion"))
         timeout = float(params["timeoutSeconds"]) if params.get("timeoutSeconds") else None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout if timeout is not None else None
-        response = aiohttp.web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
         task = asyncio.current_task()
         if task is not None:
             self._streams.add(task)
         try:
-            await response.prepare(raw)
-            while True:
-                remaining = None if deadline is None else deadline - loop.time()
-                if remaining is not None and remaining <= 0:
-                    break
-                try:
-                    event = await asyncio.wait_for(watcher.queue.get(), remaining)
-                except TimeoutError:
-                    break
-                batch = [event]
-                while not watcher.queue.empty() and batch[-1] is not None:
-                    batch.append(watcher.queue.get_nowait())
-                chunk = b"".join(json.dumps(item).encode() + b"\n" for item in batch if item is not None)
-                if chunk:
-                    await response.write(chunk)
-                if batch[-1] is None:
-                    break
-            with contextlib.suppress(ConnectionError):
-                await response.write_eof()
-        except ConnectionError:
-            pass
+            return await stream_events(raw, watcher, timeout)
         finally:
             self.store.unwatch(watcher)
             if task is not None:
                 self._streams.discard(task)
-        return response
 
     # --- coroutine helpers (the same code path as HTTP) ------------------------------------------
 

@@ -5,7 +5,11 @@ becomes DELETED or ADDED, as in the real apiserver) and queues it for its stream
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import json
+
+import aiohttp.web
 
 from finetune_operator.local.semantics import JsonDict, Selector, clone
 
@@ -53,3 +57,36 @@ class Watcher:
         if not self.closed:
             self.closed = True
             self.queue.put_nowait(None)
+
+
+async def stream_events(
+    raw: aiohttp.web.BaseRequest, watcher: Watcher, timeout: float | None
+) -> aiohttp.web.StreamResponse:
+    """Stream a watcher's events as newline-delimited JSON until it closes, the client goes, or
+    ``timeoutSeconds`` passes (events already queued are written together)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout if timeout is not None else None
+    response = aiohttp.web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    try:
+        await response.prepare(raw)
+        while True:
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                break
+            try:
+                event = await asyncio.wait_for(watcher.queue.get(), remaining)
+            except TimeoutError:
+                break
+            batch = [event]
+            while not watcher.queue.empty() and batch[-1] is not None:
+                batch.append(watcher.queue.get_nowait())
+            chunk = b"".join(json.dumps(item).encode() + b"\n" for item in batch if item is not None)
+            if chunk:
+                await response.write(chunk)
+            if batch[-1] is None:
+                break
+        with contextlib.suppress(ConnectionError):
+            await response.write_eof()
+    except ConnectionError:
+        pass
+    return response
