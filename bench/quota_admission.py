@@ -117,7 +117,7 @@ async def run_operator(emu: Emulator, n_jobs: int) -> dict[str, float]:
     from finetune_operator.handlers import build_registry
     from finetune_operator.handlers.context import OperatorContext
     from finetune_operator.local.controllers import FakeKubelet
-    from finetune_operator.quota_controller import register_quota
+    from finetune_operator.quota_handlers import register_quota
 
     def build(settings: Any) -> Any:  # idempotent if build_registry registers quota admission itself
         registry = build_registry(settings)

@@ -17,7 +17,9 @@
   rolling budget frees room.
 
 Install into the handlers' :class:`~finetune_operator.handlers.context.OperatorContext` with
-:meth:`QuotaController.install` and register the kopf watches with :func:`register_quota`.
+:meth:`QuotaController.install` and register the kopf watches with
+:func:`finetune_operator.quota_handlers.register_quota`; its metrics are in :mod:`~finetune_operator.quota_metrics`,
+its pure helpers in :mod:`~finetune_operator.quota_decisions`.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
 from . import admission as hook
 from .aio import spawn_logged
@@ -39,31 +41,24 @@ from .api.errors import SpecError, parse_quota
 from .api.finetunejob import FinetuneJob, FinetuneJobSpec
 from .api.trainingquota import TrainingQuota
 from .config import Settings
-from .kube import ApiError, Conflict, JsonDict, KubeClient, NotFound
+from .kube import ApiError, JsonDict, KubeClient
 from .quota import (
-    ADMITTED_AT,
-    ADMITTED_BY,
-    REASON_INACTIVE,
     AdmissionDecision,
     AdmissionResult,
     JobView,
     Snapshot,
-    Verdict,
     decide,
-    format_time,
-    is_admitted,
     job_view_from_body,
-    quota_status,
     quota_view,
-    status_changed,
 )
 from .quota.cache import JobCache, resource_version
+from .quota_decisions import drop_admissions, holds_capacity, to_hook_decision
+from .quota_metrics import QuotaMetrics
+from .quota_writes import AdmissionWriter
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-PERSIST_CONCURRENCY = 32
-RELEASE_TRIES = 3  # writes of one release (a 409 re-reads the job and tries again)
 # Rebuild the job cache from a LIST at least this often (repairs a lost watch event; kopf does not report
 # deletions that happened while its watch was reconnecting).
 RELIST_SECONDS = 300.0
@@ -71,54 +66,6 @@ RELIST_SECONDS = 300.0
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-class QuotaMetrics:
-    """Quota metrics, registered in the operator's registry."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.queued = Gauge(
-            "finetune_quota_queued_jobs", "Jobs waiting for a TrainingQuota.", ["quota"], registry=registry
-        )
-        self.admitted = Gauge(
-            "finetune_quota_admitted_jobs",
-            "Admitted unfinished jobs per TrainingQuota.",
-            ["quota"],
-            registry=registry,
-        )
-        self.usage = Gauge(
-            "finetune_quota_usage",
-            "Usage of one limit of a TrainingQuota.",
-            ["quota", "limit"],
-            registry=registry,
-        )
-        self.limit = Gauge(
-            "finetune_quota_limit", "One limit of a TrainingQuota.", ["quota", "limit"], registry=registry
-        )
-        self.wait = Histogram(
-            "finetune_quota_admission_wait_seconds",
-            "Time from a FinetuneJob's creation to its quota admission.",
-            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400),
-            registry=registry,
-        )
-        self._series: set[tuple[str, ...]] = set()
-
-    def observe(self, result: AdmissionResult) -> None:
-        seen: set[tuple[str, ...]] = set()
-        for name, outcome in result.quotas.items():
-            self.queued.labels(quota=name).set(len(outcome.queued))
-            self.admitted.labels(quota=name).set(len(outcome.admitted))
-            seen.add((name,))
-            for item in outcome.usage:
-                self.usage.labels(quota=name, limit=item.key).set(item.used)
-                self.limit.labels(quota=name, limit=item.key).set(item.limit)
-                seen.add((name, item.key))
-        for series in self._series - seen:  # a deleted quota or limit: drop its series
-            gauges = (self.queued, self.admitted) if len(series) == 1 else (self.usage, self.limit)
-            for gauge in gauges:
-                with contextlib.suppress(KeyError):
-                    gauge.remove(*series)
-        self._series = seen
 
 
 class QuotaController:
@@ -151,6 +98,7 @@ class QuotaController:
         self._result_id = 0
         self._specs: dict[str, tuple[Any, FinetuneJobSpec | None]] = {}
         self.cache = JobCache()
+        self.writer = AdmissionWriter(kube, self.cache)
         self.relist_seconds = RELIST_SECONDS
         self.relists = 0
         self._listed_at = -math.inf  # time.monotonic() when the last LIST of the jobs started
@@ -334,13 +282,13 @@ class QuotaController:
         pass_id = self._started
         bodies, quotas, snapshot = await self._snapshot()
         result = decide(snapshot)
-        lost = await self._persist(result, bodies, snapshot.now)
+        lost = await self.writer.persist(result, bodies, snapshot.now)
         if lost:  # a job changed under us: its slot stays unused this pass (safe); look again at once
             logger.info("admission of %d job(s) lost a resourceVersion race; re-running", len(lost))
-            result = _drop_admissions(result, lost)
+            result = drop_admissions(result, lost)
             self.capacity_changed()
         if self.requeue_suspended:
-            await self._release(result, bodies)
+            await self.writer.release(result, bodies, self._granted)
         self.passes += 1
         self._result, self._result_id = result, pass_id
         self.metrics.observe(result)
@@ -351,7 +299,7 @@ class QuotaController:
                 self._granted[decision.uid] = decision
             if decision.uid != skip_wake and self.wake is not None:
                 self._spawn(self.wake(decision.uid), f"quota-wake-{decision.uid}")
-        await self._write_quota_status(quotas, result, snapshot.now)
+        await self.writer.write_quota_status(quotas, result, snapshot.now)
         self._arm_timer(result.next_check, snapshot.now)
         return result
 
@@ -430,94 +378,6 @@ class QuotaController:
         self._specs[uid] = (key, spec)
         return spec
 
-    async def _persist(
-        self, result: AdmissionResult, bodies: Mapping[str, Mapping[str, Any]], now: datetime
-    ) -> set[str]:
-        """Write the admissions of this pass (resourceVersion precondition); returns the uids that failed.
-
-        Each write's response goes into the cache at once (the next pass must count the admission even
-        before its watch event arrives); a 409 refreshes the stale cached job from the API server."""
-        lost: set[str] = set()
-        gate = asyncio.Semaphore(PERSIST_CONCURRENCY)
-
-        async def one(decision: AdmissionDecision) -> None:
-            meta = bodies[decision.uid]["metadata"]
-            patch = {
-                "metadata": {
-                    "resourceVersion": meta["resourceVersion"],
-                    "annotations": {
-                        ADMITTED_AT: format_time(now),
-                        ADMITTED_BY: ",".join(decision.quotas) or "none",
-                    },
-                }
-            }
-            async with gate:
-                try:
-                    written = await self.kube.patch("finetunejobs", decision.namespace, decision.name, patch)
-                except Conflict:
-                    lost.add(decision.uid)
-                    await self._refresh(bodies[decision.uid])
-                except NotFound:
-                    lost.add(decision.uid)
-                    self.cache.apply(bodies[decision.uid], deleted=True)
-                else:
-                    self.cache.apply(written)
-
-        await asyncio.gather(*(one(d) for d in result.newly_admitted))
-        return lost
-
-    async def _refresh(self, body: Mapping[str, Any]) -> None:
-        """Re-read one job whose cached body proved stale (a 409 on the resourceVersion precondition)."""
-        meta = body.get("metadata") or {}
-        fresh = await self.kube.get_or_none("finetunejobs", meta.get("namespace"), str(meta.get("name")))
-        if fresh is None or str((fresh.get("metadata") or {}).get("uid")) != str(meta.get("uid")):
-            self.cache.apply(body, deleted=True)
-            if fresh is not None:
-                self.cache.apply(fresh)
-        else:
-            self.cache.apply(fresh)
-
-    async def _release(self, result: AdmissionResult, bodies: Mapping[str, Mapping[str, Any]]) -> None:
-        """Withdraw the admission of suspended jobs, so that resuming them queues them again."""
-        for uid in result.releases:
-            self._granted.pop(uid, None)
-            body: Mapping[str, Any] | None = bodies[uid]
-            # a 409 (the job changed: a status write, the resume itself) re-reads it and tries again while
-            # it is still suspended with the annotation; a lost release would count it as admitted later
-            for _ in range(RELEASE_TRIES):
-                if body is None or not _releasable(body):
-                    break
-                meta = body["metadata"]
-                patch = {
-                    "metadata": {
-                        "resourceVersion": meta["resourceVersion"],
-                        "annotations": {ADMITTED_AT: None, ADMITTED_BY: None},
-                    }
-                }
-                try:
-                    self.cache.apply(
-                        await self.kube.patch("finetunejobs", meta.get("namespace"), meta["name"], patch)
-                    )
-                    break
-                except Conflict:
-                    await self._refresh(body)
-                    body = self.cache.get(uid)
-                except NotFound:
-                    self.cache.apply(body, deleted=True)
-                    break
-
-    async def _write_quota_status(
-        self, quotas: list[TrainingQuota], result: AdmissionResult, now: datetime
-    ) -> None:
-        for quota in quotas:
-            status = quota_status(quota, result, now)
-            if not status_changed(quota.status, status):
-                continue
-            try:
-                await self.kube.patch_status("trainingquotas", None, quota.metadata.name, status.to_json())
-            except NotFound:
-                continue
-
     def _arm_timer(self, when: datetime | None, now: datetime) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -529,102 +389,3 @@ class QuotaController:
 
     def _spawn(self, coro: Awaitable[Any], name: str) -> None:
         spawn_logged(self._tasks, coro, name, logger)
-
-
-def holds_capacity(body: Mapping[str, Any]) -> bool:
-    """Whether a FinetuneJob body holds quota capacity: admitted, not finished, suspended or deleting."""
-    meta = body.get("metadata") or {}
-    status = body.get("status") or {}
-    return (
-        is_admitted(body)
-        and not meta.get("deletionTimestamp")
-        and status.get("phase") not in ("Succeeded", "Failed", "Suspended")
-        and not ((body.get("spec") or {}).get("runPolicy") or {}).get("suspend")
-    )
-
-
-def _releasable(body: Mapping[str, Any]) -> bool:
-    """Suspended (spec or phase) and still carrying the admission annotation."""
-    meta = body.get("metadata") or {}
-    suspended = (body.get("status") or {}).get("phase") == "Suspended" or bool(
-        ((body.get("spec") or {}).get("runPolicy") or {}).get("suspend")
-    )
-    return suspended and bool((meta.get("annotations") or {}).get(ADMITTED_AT))
-
-
-def _drop_admissions(result: AdmissionResult, uids: set[str]) -> AdmissionResult:
-    decisions = dict(result.decisions)
-    for uid in uids:
-        old = decisions[uid]
-        decisions[uid] = AdmissionDecision(
-            uid=old.uid,
-            namespace=old.namespace,
-            name=old.name,
-            verdict=Verdict.SKIPPED,
-            reason=REASON_INACTIVE,
-            message="the job changed during admission; deciding again",
-            quotas=old.quotas,
-        )
-    return AdmissionResult(
-        decisions=decisions, quotas=result.quotas, releases=result.releases, next_check=result.next_check
-    )
-
-
-def to_hook_decision(decision: AdmissionDecision) -> hook.AdmissionDecision:
-    """The quota core's decision in the handlers' hook format."""
-    if decision.admitted:
-        return hook.AdmissionDecision(
-            admitted=True, reason="Admitted", message=decision.message, admitted_by=list(decision.quotas)
-        )
-    if decision.verdict == Verdict.SKIPPED:
-        if decision.reason == REASON_INACTIVE:
-            return hook.AdmissionDecision(admitted=False, reason="Suspended", message=decision.message)
-        return hook.AdmissionDecision(admitted=True, reason="Admitted", message=decision.message)
-    return hook.AdmissionDecision(
-        admitted=False,
-        reason=decision.reason,
-        message=decision.message,
-        queue_position=decision.queue_position,
-        admitted_by=[],
-    )
-
-
-def register_quota(registry: Any) -> None:
-    """Add quota admission to a kopf registry (call from ``build_registry``).
-
-    * on startup: :meth:`QuotaController.install` into ``memo.ctx`` (the handlers' OperatorContext), which
-      makes the controller the admission hook;
-    * TrainingQuota events (spec changes, creation, deletion) and FinetuneJob events that free capacity
-      (finished, suspended, deleted) run admission at once.
-    """
-    import kopf
-
-    if getattr(registry, "_finetune_quota", False):  # registered already
-        return
-    registry._finetune_quota = True
-
-    @kopf.on.startup(registry=registry)
-    async def quota_startup(memo: Any, **_: Any) -> None:
-        QuotaController.install(memo.ctx)
-
-    @kopf.on.cleanup(registry=registry)
-    async def quota_cleanup(memo: Any, **_: Any) -> None:
-        controller = controller_of(memo)
-        if controller is not None:
-            await controller.close()
-
-    def controller_of(memo: Any) -> QuotaController | None:
-        found = getattr(memo.ctx, "quota", None)
-        return found if isinstance(found, QuotaController) else None
-
-    @kopf.on.event("finetune.dev", "v1alpha1", "trainingquotas", registry=registry)  # type: ignore[arg-type]
-    async def quota_event(memo: Any, body: Any, type: str | None, **_: Any) -> None:
-        controller = controller_of(memo)
-        if controller is not None:
-            controller.observe_quota(dict(body), deleted=type == "DELETED")
-
-    @kopf.on.event("finetune.dev", "v1alpha1", "finetunejobs", registry=registry)  # type: ignore[arg-type]
-    async def quota_job_event(memo: Any, body: Any, type: str | None, **_: Any) -> None:
-        controller = controller_of(memo)
-        if controller is not None:
-            controller.observe(dict(body), deleted=type == "DELETED")

@@ -21,7 +21,7 @@ GPU = "nvidia.com/gpu"
 def _quota_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     from finetune_operator import main
     from finetune_operator.handlers import build_registry as original
-    from finetune_operator.quota_controller import register_quota
+    from finetune_operator.quota_handlers import register_quota
 
     def build(settings: Any) -> Any:
         registry = original(settings)

@@ -26,7 +26,8 @@ from ..kube import Connection
 from ..login import login as login_via_client
 from ..login import relogin
 from ..naming import LABEL_JOB_UID, LABEL_MANAGED_BY, MANAGED_BY
-from ..quota_controller import QuotaController, register_quota
+from ..quota_controller import QuotaController
+from ..quota_handlers import register_quota
 from .context import OperatorContext
 from .reconcile import cancel_hosted, hosted, post_event, reconcile, reconcile_uid
 
