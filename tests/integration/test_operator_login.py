@@ -4,6 +4,7 @@ plugin (as EKS, GKE and AKS kubeconfigs have), against an emulator that checks b
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from collections.abc import AsyncIterator
@@ -106,3 +107,24 @@ async def test_exec_plugin_kubeconfig(
         assert "exec-token" not in json.dumps(status)
     finally:
         await op.stop()
+
+
+async def test_trainer_status_sink_authenticates_with_its_token(secured: Emulator, tmp_path: Path) -> None:
+    """The trainer pod's own client (its ServiceAccount token file) against a server that checks tokens."""
+    from finetune_operator.api.trainerconfig import JobRef, ReportSpec
+    from finetune_trainer.progress import StatusSink
+
+    await secured.create(st_job("sink"))
+    token = tmp_path / "sa-token"
+    progress = {"stage": "train", "step": 3, "totalSteps": 10}
+    for value in ("wrong-token", "exec-token-1"):  # refused (logged, training goes on), then accepted
+        token.write_text(value)
+        sink = StatusSink(
+            ReportSpec(api_server=secured.url, token_path=str(token)),
+            JobRef(namespace="default", name="sink"),
+        )
+        sink.emit(progress, None)
+        await asyncio.to_thread(sink.close)
+        status = (secured.store.get("finetunejobs", "default", "sink") or {}).get("status") or {}
+        assert (status.get("progress") == progress) is (value == "exec-token-1"), status
+    assert secured.bearer_tokens[-2:] == ["wrong-token", "exec-token-1"]
