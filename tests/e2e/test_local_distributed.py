@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +148,13 @@ def _kill_tree(pid: int) -> None:
             proc.send_signal(signal.SIGKILL)
 
 
-async def _kill_one_rank(manifests: Path, work: Path) -> tuple[dict[str, Any], int]:
+Act = Callable[[Any, Any, list[int]], Awaitable[int | None]]
+
+
+async def _run_with(manifests: Path, work: Path, act: Act) -> tuple[dict[str, Any], int]:
+    """Run the manifests on the emulator with the real operator and local kubelet; once a checkpoint exists,
+    `act(emulator, executor, checkpoint steps)` may disrupt the job (it returns the newest checkpoint step
+    when it did). Returns the finished FinetuneJob and that step."""
     from finetune_operator.api.crdgen import all_crds
     from finetune_operator.config import Settings
     from finetune_operator.local.emulator import Emulator
@@ -168,31 +175,24 @@ async def _kill_one_rank(manifests: Path, work: Path) -> tuple[dict[str, Any], i
             progress_interval_seconds=1.0,
         )
         thread, stop, errors = _start_operator(settings)
-        executor = LocalExecutor(
-            emu, work, extra_env={k: ENV[k] for k in ("OMP_NUM_THREADS", "HF_HUB_OFFLINE")}
-        )
+        env = {k: ENV[k] for k in ("OMP_NUM_THREADS", "HF_HUB_OFFLINE")}
+        executor = LocalExecutor(emu, work, extra_env=env)
         await executor.start()
         try:
             for doc in load_manifests([manifests]):
                 await emu.create(doc)
-            killed_after = -1
+            acted_at = -1
             deadline = time.monotonic() + 400
             while time.monotonic() < deadline and not errors:
                 done = sorted(
                     int(p.parent.name.split("-")[1]) for p in ckpts.glob("checkpoint-*/trainer_state.json")
                 )
-                if killed_after < 0 and done:
-                    rank1 = [
-                        run
-                        for run in executor._pods.values()  # (the test plays the OOM killer)
-                        if run.pod["metadata"]["name"].startswith("dist-st-a1-1-") and run.proc is not None
-                    ]
-                    if rank1:
-                        killed_after = done[-1]
-                        _kill_tree(rank1[0].proc.pid)  # the pod's torchrun and its worker, as an OOM kill
+                if acted_at < 0 and done:
+                    acted = await act(emu, executor, done)
+                    acted_at = acted if acted is not None else -1
                 job = emu.store.get("finetunejobs", "default", "dist-st") or {}
                 if (job.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-                    return job, killed_after
+                    return job, acted_at
                 await asyncio.sleep(0.2)
             raise AssertionError(f"the job did not finish: {errors}")
         finally:
@@ -201,11 +201,28 @@ async def _kill_one_rank(manifests: Path, work: Path) -> tuple[dict[str, Any], i
             await asyncio.to_thread(thread.join, 30)
 
 
+def _rank1(executor: Any) -> Any:
+    runs = [
+        run
+        for run in executor._pods.values()  # (the test plays the node)
+        if run.pod["metadata"]["name"].startswith("dist-st-a1-1-") and run.proc is not None
+    ]
+    return runs[0] if runs else None
+
+
+async def _oom_kill_rank1(emu: Any, executor: Any, done: list[int]) -> int | None:
+    run = _rank1(executor)
+    if run is None:
+        return None
+    _kill_tree(run.proc.pid)  # the pod's torchrun and its worker, as an OOM kill
+    return done[-1]
+
+
 def test_killing_one_rank_resumes_the_next_attempt_from_the_checkpoint(tmp_path: Path) -> None:
     work = tmp_path / "work"
     _tiny(work / "pvc/models/tiny")
     manifests = _manifests(tmp_path, epochs=4, checkpoint_steps=2)  # 16 steps, a checkpoint every 2
-    job, killed_after = asyncio.run(_kill_one_rank(manifests, work))
+    job, killed_after = asyncio.run(_run_with(manifests, work, _oom_kill_rank1))
     status = job["status"]
     assert status["phase"] == "Succeeded", status.get("message")
     assert killed_after >= 2 and status["attempts"] == 2 and status["failedAttempts"] == 1

@@ -116,10 +116,12 @@ def test_var_expansion_and_local_rendezvous() -> None:
     assert expand_vars("--node-rank=$(JOB_COMPLETION_INDEX)", env) == "--node-rank=1"
     assert expand_vars("$$(JOB_COMPLETION_INDEX) $(UNSET)", env) == "$(JOB_COMPLETION_INDEX) $(UNSET)"
     rdzv = LocalRendezvous()
-    a = rdzv.rewrite(["--rdzv-endpoint=j-a1-0.j-a1:29400", "-m", "x"])
-    assert a[0].startswith("--rdzv-endpoint=127.0.0.1:") and a[1:] == ["-m", "x"]
-    assert rdzv.rewrite(["--rdzv-endpoint=j-a1-0.j-a1:29400"]) == a[:1]  # the same job: the same port
-    assert rdzv.rewrite(["--rdzv-endpoint=k-a1-0.k-a1:29400"]) != a[:1]
+    a = rdzv.rewrite(["--rdzv-endpoint=j-a1-0.j-a1:29400", "-m", "x"], "j-a1-0")
+    assert a[0].startswith("--rdzv-endpoint=127.0.0.1:") and a[1:] == ["--rdzv-conf=is_host=true", "-m", "x"]
+    # pod 1 of the same job: the same port, and it does not host the c10d store (its name is not the host)
+    b = rdzv.rewrite(["--rdzv-endpoint=j-a1-0.j-a1:29400", "--rdzv-conf=timeout=60", "-m", "x"], "j-a1-1")
+    assert b == [a[0], "--rdzv-conf=timeout=60,is_host=false", "-m", "x"]
+    assert rdzv.rewrite(["--rdzv-endpoint=k-a1-0.k-a1:29400"], "k-a1-0")[0] != a[0]
     assert intervals({0, 1, 2, 4, 6, 7}) == "0-2,4,6-7"
 
 

@@ -238,7 +238,7 @@ class LocalExecutor:
         # $(VAR) in command and args (e.g. torchrun's --node-rank=$(JOB_COMPLETION_INDEX)); rank 0's DNS name
         declared = {e["name"]: env[e["name"]] for e in container.get("env") or [] if e["name"] in env}
         command = [expand_vars(str(c), declared) for c in command]
-        args = self.rendezvous.rewrite([expand_vars(a, declared) for a in args])
+        args = self.rendezvous.rewrite([expand_vars(a, declared) for a in args], spec.get("hostname"))
         env["FINETUNE_TERMINATION_LOG"] = str(term_log)
         env[POD_MARKER_ENV] = str(pod["metadata"].get("uid", ""))
         # Locations the config names only as URIs (adapter.continueFrom: pvc://...) are resolved by the

@@ -22,6 +22,7 @@ from finetune_operator.local.semantics import JsonDict
 _REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 _KEYED = re.compile(r"^metadata\.(annotations|labels)\['([^']+)'\]$")
 RDZV_FLAGS = ("--rdzv-endpoint=", "--rdzv_endpoint=")
+RDZV_CONF_FLAGS = ("--rdzv-conf=", "--rdzv_conf=")
 LOCAL_HOST = "127.0.0.1"
 
 
@@ -56,6 +57,14 @@ def field_value(pod: JsonDict, path: str) -> str | None:
     return None if simple is None else str(simple)
 
 
+def _script_index(args: list[str]) -> int:
+    """Where torchrun's own options end: at `-m` or the first argument that is not an option."""
+    for i, arg in enumerate(args):
+        if arg in ("-m", "--module") or not arg.startswith("-"):
+            return i
+    return len(args)
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOCAL_HOST, 0))
@@ -68,16 +77,28 @@ class LocalRendezvous:
     def __init__(self) -> None:
         self._ports: dict[str, int] = {}
 
-    def rewrite(self, args: list[str]) -> list[str]:
-        out = []
+    def rewrite(self, args: list[str], hostname: str | None = None) -> list[str]:
+        """The args with the rendezvous endpoint on this machine. In a cluster only the pod whose name the
+        endpoint's host is (`<hostname>.<subdomain>`) hosts the c10d store (torchrun compares the host
+        with its own names); here every pod is 127.0.0.1, so that choice is passed as `is_host`."""
+        out: list[str] = []
+        host: bool | None = None
         for arg in args:
             if arg.startswith(RDZV_FLAGS):
                 flag, endpoint = arg.split("=", 1)
                 port = self._ports.setdefault(endpoint, _free_port())
                 out.append(f"{flag}={LOCAL_HOST}:{port}")
+                host = bool(hostname) and endpoint.split(":", 1)[0].split(".", 1)[0] == hostname
             else:
                 out.append(arg)
-        return out
+        if host is None:
+            return out
+        conf = f"is_host={'true' if host else 'false'}"
+        for i, arg in enumerate(out):
+            if arg.startswith(RDZV_CONF_FLAGS):
+                out[i] = f"{arg},{conf}"
+                return out
+        return [*out[: _script_index(out)], f"--rdzv-conf={conf}", *out[_script_index(out) :]]
 
 
 POD_MARKER_ENV = "FINETUNE_LOCAL_POD_UID"  # in every process of a local pod (the stand-in for its cgroup)
