@@ -139,11 +139,25 @@ class AdapterEngine(KubeModel):
         default=None, ge=1, le=65536, description="Embedding dimension (read from the model if unset)."
     )
     batch_size: int = Field(default=10, ge=1, le=65536, description="Training batch size.")
-    epochs: int = Field(default=1, ge=1, le=10000, description="Number of passes over the training pairs.")
-    learning_rate: float = Field(default=3e-3, gt=0, le=10, description="Learning rate of AdamW.")
+    epochs: int = Field(
+        default=4,
+        ge=1,
+        le=10000,
+        description="Number of passes over the training pairs (validation picks the best step; see evaluation).",
+    )
+    learning_rate: float = Field(
+        default=1e-3,
+        gt=0,
+        le=10,
+        description="Peak learning rate of AdamW (linear decay to 0). Default chosen by the sweep in "
+        "docs/benchmarks.md.",
+    )
     weight_decay: float = Field(default=0.0, ge=0, le=10, description="Weight decay of AdamW.")
     temperature: float = Field(
-        default=0.05, gt=0, le=10, description="Softmax temperature of the in-batch ranking loss."
+        default=0.1,
+        gt=0,
+        le=10,
+        description="Softmax temperature of the in-batch ranking loss (similarity scale = 1 / temperature).",
     )
     evaluation: EvaluationSpec = Field(
         default_factory=EvaluationSpec,
