@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import sys
 import threading
 import time
@@ -35,6 +36,7 @@ CRD_POLL_MAX_SECONDS = 30.0
 # a 404 that is not about the CRDs (they are served) could restart kopf in a loop: at most this many restarts
 MAX_RESTARTS, RESTART_WINDOW_SECONDS = 5, 60.0
 STOP_POLL_SECONDS = 0.2  # how often a threading.Event stop flag is looked at
+CRD_CHECK_SECONDS = 10.0  # how often a running operator asks discovery whether its CRDs are still served
 
 Flag = asyncio.Event | asyncio.Future[Any] | threading.Event
 
@@ -180,25 +182,41 @@ async def missing_crds(ctx: OperatorContext) -> list[str]:
 
 async def wait_for_crds(ctx: OperatorContext, stop_flag: Flag | None = None) -> bool:
     """Poll API discovery (backoff up to CRD_POLL_MAX_SECONDS) until every CRD of the operator is served;
-    False if `stop_flag` was set meanwhile."""
-    delay = CRD_POLL_MIN_SECONDS
-    reported: list[str] | None = None
-    while not _flag_set(stop_flag):
-        try:
-            missing = await missing_crds(ctx)
-        except Exception as exc:  # the API server itself may be away too: keep waiting
-            missing = [f"(API discovery failed: {type(exc).__name__}: {exc})"[:300]]
-        if not missing:
-            return True
-        if missing != reported:
-            logger.warning(
-                "waiting for the CRDs %s: the operator resumes when they are installed again",
-                ", ".join(missing),
-            )
-            reported = missing
-        await asyncio.sleep(delay)
-        delay = min(CRD_POLL_MAX_SECONDS, delay * 2)
-    return False
+    False if `stop_flag` was set, or SIGTERM / SIGINT came, meanwhile (kopf, not running now, leaves its
+    signal handlers behind: they would swallow the signal)."""
+    signalled = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    handled: list[signal.Signals] = []
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, signalled.set)
+                handled.append(signum)
+    try:
+        delay = CRD_POLL_MIN_SECONDS
+        reported: list[str] | None = None
+        while not (_flag_set(stop_flag) or signalled.is_set()):
+            try:
+                missing = await missing_crds(ctx)
+            except Exception as exc:  # the API server itself may be away too: keep waiting
+                missing = [f"(API discovery failed: {type(exc).__name__}: {exc})"[:300]]
+            if not missing:
+                return True
+            if missing != reported:
+                logger.warning(
+                    "waiting for the CRDs %s: the operator resumes when they are installed again",
+                    ", ".join(missing),
+                )
+                reported = missing
+            deadline = loop.time() + delay
+            while loop.time() < deadline and not (_flag_set(stop_flag) or signalled.is_set()):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(signalled.wait(), min(STOP_POLL_SECONDS, deadline - loop.time()))
+            delay = min(CRD_POLL_MAX_SECONDS, delay * 2)
+        return False
+    finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
 
 
 async def _relay_stop(stop_flag: Flag | None, crds_gone: asyncio.Event, run_stop: asyncio.Event) -> None:
@@ -207,6 +225,16 @@ async def _relay_stop(stop_flag: Flag | None, crds_gone: asyncio.Event, run_stop
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(crds_gone.wait(), STOP_POLL_SECONDS)
     run_stop.set()
+
+
+async def _check_crds(ctx: OperatorContext, crds_gone: asyncio.Event) -> None:
+    """Every CRD_CHECK_SECONDS, one discovery request: CRDs that are missing (never installed, or deleted
+    before the CRD watch started, which then has nothing to report) stop this kopf run too."""
+    while not crds_gone.is_set():
+        await asyncio.sleep(CRD_CHECK_SECONDS)
+        with contextlib.suppress(Exception):  # an unreachable API server is kopf's to report
+            if await missing_crds(ctx):
+                crds_gone.set()
 
 
 def _watch_own_crds(registry: kopf.OperatorRegistry, crds_gone: asyncio.Event) -> None:
@@ -259,6 +287,7 @@ async def operator_task(
             crds_gone = asyncio.Event()  # set by the CRD watch when one of our CRDs is being deleted
             run_stop = asyncio.Event()  # stops this kopf run: the caller's stop_flag, or crds_gone
             relay = asyncio.create_task(_relay_stop(stop_flag, crds_gone, run_stop))
+            checker = asyncio.create_task(_check_crds(ctx, crds_gone))
             registry = build_registry(settings)
             _watch_own_crds(registry, crds_gone)
             kopf_settings = kopf.OperatorSettings()
@@ -286,9 +315,10 @@ async def operator_task(
                 restarts.append(now)
                 logger.warning("kopf stopped: a watched resource is gone (%s)", f"{exc}"[:300])
             finally:
-                relay.cancel()
-                with contextlib.suppress(BaseException):
-                    await relay
+                for helper in (relay, checker):
+                    helper.cancel()
+                    with contextlib.suppress(BaseException):
+                        await helper
             first = False
             await asyncio.sleep(CRD_POLL_MIN_SECONDS)
             if not await wait_for_crds(ctx, stop_flag):

@@ -62,3 +62,14 @@ async def test_crds_deleted_and_recreated_while_running(
     status = await wait_phase(cluster, "Succeeded", "after", timeout=60)
     assert status["metrics"]["after"]["mrrAt10"] == 0.71
     assert op._thread.is_alive() and not op.errors
+
+
+async def test_stops_cleanly_while_waiting_for_the_crds(
+    cluster: Any, operator_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="finetune_operator.main")
+    op = await operator_factory()
+    for name in CRDS:
+        await cluster.delete("customresourcedefinitions", None, name)
+    await eventually(lambda: _waiting(caplog), timeout=30)
+    await op.stop()  # joins within 15 s, no error
