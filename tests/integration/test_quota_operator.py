@@ -41,6 +41,8 @@ def gpu_job(name: str, gpus: int = 1, priority_class: str | None = None) -> dict
     body = st_job(name)
     placement = body["spec"]["placement"]
     placement["resources"]["gpu"] = {"count": gpus, "resourceName": GPU}
+    # The global batch splits evenly over the pod's processes (one per GPU): 12 fits 1, 2, 3 and 4 GPUs.
+    body["spec"]["engine"]["sentenceTransformers"]["batchSize"] = 12
     if priority_class:
         placement["priorityClassName"] = priority_class
     return body
