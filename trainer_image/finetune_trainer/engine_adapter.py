@@ -228,9 +228,13 @@ class AdapterRunner:
         t0 = time.monotonic()
         metrics = self.evaluate(trained=True)
         self.selection.seconds += time.monotonic() - t0
-        if self.selection.record(step, metrics):
+        best = self.selection.record(step, metrics)
+        if best:
             self.best_state = {k: v.detach().clone().cpu() for k, v in self.adapter.state_dict().items()}
-        log.info(
+        # A new best at INFO, the rest at DEBUG: tiny epochs evaluate often, and a log line per
+        # evaluation would flood the pod's log (and block a reader that drains it late).
+        log.log(
+            logging.INFO if best else logging.DEBUG,
             "step %d: validation %s %.4f (best %.4f at step %s)",
             step,
             self.selection.metric,
