@@ -162,6 +162,7 @@ async def test_generate_then_train_in_one_run(tiny: Path, tmp_path: Path) -> Non
         "trainQueries": len(train.queries),
         "validationQueries": len(val.queries),
         "corpusSize": len(set(train.corpus) | set(val.corpus)),
+        "validationSource": "given",
     }
     gen = result["generation"]
     assert gen["requests"] == len(llm.chat_requests) == gen["chunks"] > 2

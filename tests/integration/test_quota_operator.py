@@ -188,8 +188,13 @@ async def test_priority_never_fits_and_quota_raised(
         del current
         await all_phases(cluster, ["low0", "low1", "low2", "low3", "vip"], "Succeeded", timeout=60)
     assert max(admitted_gpu_timeline(cluster)) <= 8
+    # the quota's status follows the last job's end on the controller's next pass
+    await eventually(
+        lambda: cluster.store.get("trainingquotas", None, "team")["status"]["usageSummary"]
+        == "nvidia.com/gpu 0/8",
+        timeout=30,
+    )
     tq = cluster.store.get("trainingquotas", None, "team")
-    assert tq["status"]["usageSummary"] == "nvidia.com/gpu 0/8"
     assert tq["status"]["conditions"][0]["type"] == "Ready"
 
 

@@ -68,7 +68,7 @@ def test_defaults_and_nulls() -> None:
     spec = result.obj["spec"]
     assert spec["seed"] == 42  # a null with a default is defaulted
     assert "s3" not in spec  # a null without a default is dropped
-    assert spec["engine"]["adapter"]["epochs"] == 1
+    assert spec["engine"]["adapter"]["epochs"] == 4  # the CRD's default, from the models
 
 
 def test_field_error_wording_is_the_servers() -> None:
