@@ -190,8 +190,10 @@ async def test_priority_never_fits_and_quota_raised(
     assert max(admitted_gpu_timeline(cluster)) <= 8
     # the quota's status follows the last job's end on the controller's next pass
     await eventually(
-        lambda: cluster.store.get("trainingquotas", None, "team")["status"]["usageSummary"]
-        == "nvidia.com/gpu 0/8",
+        lambda: (
+            cluster.store.get("trainingquotas", None, "team")["status"]["usageSummary"]
+            == "nvidia.com/gpu 0/8"
+        ),
         timeout=30,
     )
     tq = cluster.store.get("trainingquotas", None, "team")
