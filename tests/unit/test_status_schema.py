@@ -41,8 +41,8 @@ from finetune_operator.quota import quota_status
 from finetune_operator.status import AttemptObservation, Observed, derive_status, status_patch
 from finetune_trainer.context import Eta
 from finetune_trainer.engine_adapter import AdapterRunner
+from finetune_trainer.output import write_result
 from finetune_trainer.progress import Reporter, StatusSink
-from finetune_trainer.steps import write_result
 
 pytestmark = pytest.mark.unit
 

@@ -36,7 +36,9 @@ from finetune_trainer.locations import (
     user_facing,
 )
 from finetune_trainer.metrics import retrieval_metrics
-from finetune_trainer.steps import build_result, dataset_result, plan_steps, write_result
+from finetune_trainer.output import write_result
+from finetune_trainer.result import build_result, dataset_result
+from finetune_trainer.steps import plan_steps
 
 pytestmark = pytest.mark.unit
 torch.set_num_threads(1)

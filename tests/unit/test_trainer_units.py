@@ -25,8 +25,8 @@ from finetune_trainer.data import (
 )
 from finetune_trainer.engine_adapter import in_batch_loss
 from finetune_trainer.metrics import retrieval_metrics
+from finetune_trainer.output import write_result
 from finetune_trainer.progress import Reporter, status_patch, to_api_progress
-from finetune_trainer.steps import write_result
 
 pytestmark = pytest.mark.unit
 torch.set_num_threads(1)

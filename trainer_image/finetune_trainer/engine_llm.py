@@ -14,13 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainerCallback
-
 from finetune_operator.api.engine_llm import LlmEngine
 
 from . import distributed as ddp
 from .checkpoints import AtomicCheckpointsMixin, Interrupted, latest_valid_checkpoint
-from .context import Eta, TrainContext, TrainOutcome
+from .context import TrainContext, TrainOutcome
+from .hf_progress import ProgressCallback
 from .llm_data import ChatData, preference_row, sft_rows, training_template
 from .llm_eval import evaluate_llm
 
@@ -53,53 +52,6 @@ def lora_config(spec: LlmEngine) -> Any:
         task_type=TaskType.CAUSAL_LM,
         bias="none",
     )
-
-
-class _Callback(TrainerCallback):  # type: ignore[misc]
-    """Progress reports, checkpoint bookkeeping and the SIGTERM stop (like the embedding engines')."""
-
-    def __init__(self, runner: LlmRunner, start_step: int) -> None:
-        self.runner = runner
-        self.eta = Eta(start_step)
-        self.loss: float | None = None
-
-    def _progress(self, state: Any) -> dict[str, Any]:
-        total = int(state.max_steps)
-        return {
-            "step": int(state.global_step),
-            "total_steps": total,
-            "epoch": round(float(state.epoch or 0), 3),
-            "loss": self.loss,
-            "eta_seconds": self.eta(int(state.global_step), total),
-            "stage": "train",
-        }
-
-    def on_log(
-        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
-    ) -> None:
-        if logs and "loss" in logs:
-            self.loss = float(logs["loss"])
-
-    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
-        ctx = self.runner.ctx
-        if ddp.agree_stop(bool(ctx.stop)):  # every rank stops at the same step (a no-op in one process)
-            self.runner.stopped = True
-            control.should_save = True
-            control.should_training_stop = True
-        elif state.global_step >= state.max_steps and state.global_step % max(1, int(args.save_steps)):
-            control.should_save = False  # the finished adapter is saved by save(); no forced checkpoint
-        if ddp.is_main():
-            ctx.reporter.report(self._progress(state))
-        return control
-
-    def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        if not ddp.is_main():  # the Trainer saves on rank 0; rank 0 reports it
-            return
-        ctx = self.runner.ctx
-        step = int(state.global_step)
-        path = ctx.checkpoint_root / f"checkpoint-{step}"
-        ctx.checkpoint_saved(step, path, self.loss, f"checkpoints/{path.name}")
-        ctx.reporter.report(self._progress(state), ctx.checkpoints)
 
 
 class LlmRunner:
@@ -236,7 +188,7 @@ class LlmRunner:
             "fp16": flags["fp16"],
         }
 
-    def _trainer(self, callback: _Callback) -> Any:
+    def _trainer(self, callback: ProgressCallback) -> Any:
         from datasets import Dataset
 
         spec = self.spec
@@ -274,7 +226,7 @@ class LlmRunner:
         if resume is not None:
             start = int(json.loads((resume / "trainer_state.json").read_text())["global_step"])
             log.info("resuming from checkpoint %s (step %d)", resume, start)
-        callback = _Callback(self, start)
+        callback = ProgressCallback(self, start)
         trainer = self._trainer(callback)
         t0 = time.monotonic()
         out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)

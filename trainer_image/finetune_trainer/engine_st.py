@@ -9,13 +9,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainerCallback
-
 from finetune_operator.api.finetunejob import SentenceTransformersEngine
 
 from . import distributed as ddp
 from .checkpoints import AtomicCheckpointsMixin, Interrupted, latest_valid_checkpoint
-from .context import Eta, TrainContext, TrainOutcome
+from .context import TrainContext, TrainOutcome
+from .hf_progress import ProgressCallback
 from .metrics import evaluate_model
 from .models import device, load_model
 from .st_selection import SelectionCallback, eval_interval, mine_negatives
@@ -234,52 +233,13 @@ def _same_batch(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return True
 
 
-class _Callback(TrainerCallback):
-    def __init__(self, runner: SentenceTransformersRunner, start_step: int) -> None:
-        self.runner = runner
-        self.eta = Eta(start_step)
-        self.loss: float | None = None
+class _Callback(ProgressCallback):
+    """The shared Trainer callback; the loss curve is kept on the runner (runner.losses)."""
 
-    def _progress(self, state: Any) -> dict[str, Any]:
-        total = int(state.max_steps)
-        return {
-            "step": int(state.global_step),
-            "total_steps": total,
-            "epoch": round(float(state.epoch or 0), 3),
-            "loss": self.loss,
-            "eta_seconds": self.eta(int(state.global_step), total),
-            "stage": "train",
-        }
+    runner: SentenceTransformersRunner
 
-    def on_log(
-        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
-    ) -> None:
-        if logs and "loss" in logs:
-            self.loss = float(logs["loss"])
-            self.runner.losses.append((int(state.global_step), self.loss))
-
-    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
-        ctx = self.runner.ctx
-        if ddp.agree_stop(bool(ctx.stop)):  # every rank at the same step (a no-op in one process)
-            self.runner.stopped = True
-            control.should_save = True
-            control.should_training_stop = True
-        elif state.global_step >= state.max_steps and state.global_step % max(1, int(args.save_steps)):
-            # the Trainer's forced end-of-training checkpoint (optimizer state included) is not a periodic
-            # one: the finished model is saved by the caller, so skip it
-            control.should_save = False
-        if ddp.is_main():
-            ctx.reporter.report(self._progress(state))
-        return control
-
-    def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        if not ddp.is_main():  # the Trainer saves on rank 0; rank 0 reports it
-            return
-        ctx = self.runner.ctx
-        step = int(state.global_step)
-        path = ctx.checkpoint_root / f"checkpoint-{step}"
-        ctx.checkpoint_saved(step, path, self.loss, f"checkpoints/{path.name}")
-        ctx.reporter.report(self._progress(state), ctx.checkpoints)
+    def logged_loss(self, step: int, loss: float) -> None:
+        self.runner.losses.append((step, loss))
 
 
 class SentenceTransformersRunner:
