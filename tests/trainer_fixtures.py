@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN = REPO / "examples" / "data" / "train.json"
 VAL = REPO / "examples" / "data" / "val.json"
+# a trainer subprocess's environment in the tests: one thread, offline
+TRAINER_ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
 
 
 def build_tiny_model(target: Path, layers: int = 2) -> Path:

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from tests.e2e.local_support import ROOT, local_argv, run_local, write_manifests
 from tests.llm_fixtures import copy_tiny_llama
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
-ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "llm"
 MODEL = "qwen2.5-0.5b-instruct"  # the path examples/llm names on the models PVC
 
@@ -23,29 +22,19 @@ def _run_local(tmp: Path, job_file: Path, dataset_file: Path, **engine: object) 
     job = yaml.safe_load(job_file.read_text())
     job["spec"]["engine"]["llm"].update(engine)
     job["spec"]["placement"] = {"resources": {"gpu": {"count": 0}, "cpu": "1", "memory": "2Gi"}}
-    manifests = tmp / "manifests"
-    manifests.mkdir()
-    (manifests / "job.yaml").write_text(yaml.safe_dump(job))
-    (manifests / "dataset.yaml").write_text(dataset_file.read_text())
-    (manifests / "pvc.yaml").write_text((EXAMPLE / "pvc.yaml").read_text())
+    manifests = write_manifests(
+        tmp,
+        {
+            "job.yaml": yaml.safe_dump(job),
+            "dataset.yaml": dataset_file.read_text(),
+            "pvc.yaml": (EXAMPLE / "pvc.yaml").read_text(),
+        },
+    )
     workdir = tmp / "work"
     copy_tiny_llama(workdir / "pvc" / "models" / MODEL)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "finetune_operator.cli",
-            "local",
-            str(manifests),
-            "--workdir",
-            str(workdir),
-            "--timeout",
-            "500",
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=560,
+    proc = run_local(
+        manifests,
+        workdir,
         env={
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
@@ -113,11 +102,14 @@ def test_finetune_local_llm_sigkill_resumes_to_the_same_steps(tmp_path: Path) ->
     llm.update({"epochs": 12, "batchSize": 1, "learningRate": 0.02, "merge": False})
     job["spec"]["output"]["checkpointSteps"] = 20
     job["spec"]["placement"] = {"resources": {"gpu": {"count": 0}, "cpu": "1", "memory": "2Gi"}}
-    manifests = tmp_path / "manifests"
-    manifests.mkdir()
-    (manifests / "job.yaml").write_text(yaml.safe_dump(job))
-    (manifests / "dataset.yaml").write_text((EXAMPLE / "dataset.yaml").read_text())
-    (manifests / "pvc.yaml").write_text((EXAMPLE / "pvc.yaml").read_text())
+    manifests = write_manifests(
+        tmp_path,
+        {
+            "job.yaml": yaml.safe_dump(job),
+            "dataset.yaml": (EXAMPLE / "dataset.yaml").read_text(),
+            "pvc.yaml": (EXAMPLE / "pvc.yaml").read_text(),
+        },
+    )
     workdir = tmp_path / "work"
     copy_tiny_llama(workdir / "pvc" / "models" / MODEL)
     out = workdir / "pvc" / "finetune-output" / "llm" / "default" / "llm-sft"
@@ -129,9 +121,12 @@ def test_finetune_local_llm_sigkill_resumes_to_the_same_steps(tmp_path: Path) ->
         "PATH": "/usr/bin:/bin",
         "HOME": str(tmp_path),
     }
-    cmd = [sys.executable, "-m", "finetune_operator.cli", "local", str(manifests), "--workdir", str(workdir)]
     proc = subprocess.Popen(
-        [*cmd, "--timeout", "500"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        local_argv(manifests, workdir, 500),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     killed = False
     try:

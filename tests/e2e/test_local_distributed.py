@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -24,17 +23,10 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.trainer_fixtures import TRAIN, VAL, build_tiny_model, small_dataset
+from tests.trainer_fixtures import TRAIN, TRAINER_ENV, VAL, build_tiny_model, small_dataset
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
-ENV = {
-    **os.environ,
-    "OMP_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "HF_HUB_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}
 BATCH, LR, SEED = 16, 1e-4, 3
 
 
@@ -94,7 +86,7 @@ def test_two_nodes_match_one_process_with_the_same_global_batch(tmp_path: Path) 
     argv = ["local", str(manifests), "--workdir", str(work), "--timeout", "300"]
     proc = subprocess.run(
         [sys.executable, "-m", "finetune_operator.cli", *argv],
-        env=ENV,
+        env=TRAINER_ENV,
         capture_output=True,
         text=True,
         timeout=400,
@@ -119,7 +111,7 @@ def test_two_nodes_match_one_process_with_the_same_global_batch(tmp_path: Path) 
     entry = "import sys; from finetune_trainer.cli import main; sys.exit(main(sys.argv[1:]))"
     ref = subprocess.run(
         [sys.executable, "-c", entry, *flags],
-        env=ENV,
+        env=TRAINER_ENV,
         capture_output=True,
         text=True,
         timeout=400,
@@ -175,7 +167,7 @@ async def _run_with(manifests: Path, work: Path, act: Act) -> tuple[dict[str, An
             progress_interval_seconds=1.0,
         )
         thread, stop, errors = _start_operator(settings)
-        env = {k: ENV[k] for k in ("OMP_NUM_THREADS", "HF_HUB_OFFLINE")}
+        env = {k: TRAINER_ENV[k] for k in ("OMP_NUM_THREADS", "HF_HUB_OFFLINE")}
         executor = LocalExecutor(emu, work, extra_env=env)
         await executor.start()
         try:

@@ -5,19 +5,16 @@ server, then trains an adapter on them, in one run."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from tests.e2e.local_support import ROOT, run_local_async, write_manifests
 from tests.fakes.fake_llm import FakeLLM
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_generate_then_train_in_one_local_run(tmp_path: Path) -> None:
@@ -32,9 +29,7 @@ async def test_generate_then_train_in_one_local_run(tmp_path: Path) -> None:
         gen["validationFraction"] = 0.34
         job["spec"]["engine"]["adapter"]["epochs"] = 2
         job["spec"]["placement"]["resources"] = {"gpu": {"count": 0}, "cpu": "1", "memory": "2Gi"}
-        manifests = tmp_path / "manifests"
-        manifests.mkdir()
-        (manifests / "all.yaml").write_text(yaml.safe_dump_all(docs))
+        manifests = write_manifests(tmp_path, {"all.yaml": yaml.safe_dump_all(docs)})
         workdir = tmp_path / "work"
         env = {
             "HF_HUB_OFFLINE": "1",
@@ -42,23 +37,8 @@ async def test_generate_then_train_in_one_local_run(tmp_path: Path) -> None:
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(tmp_path),
         }
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "finetune_operator.cli",
-            "local",
-            str(manifests),
-            "--workdir",
-            str(workdir),
-            "--timeout",
-            "500",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=env,
-        )
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout=560)
-        text = out.decode()
-        assert proc.returncode == 0, text
+        code, text = await run_local_async(manifests, workdir, env)
+        assert code == 0, text
         assert len(llm.chat_requests) >= 2  # one request per chunk at least
     assert "default/docs-adapter" in text and "Succeeded" in text
     root = workdir / "pvc/finetune-models/docs-adapter/default/docs-adapter"

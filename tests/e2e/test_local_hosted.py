@@ -14,12 +14,11 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from tests.e2e.local_support import ROOT, run_local_async, write_manifests
 from tests.fakes.fake_gradient import FakeGradient
 from tests.fakes.fake_openai import FakeOpenAI
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -34,26 +33,8 @@ def _copy_example(name: str) -> list[dict[str, Any]]:
 
 
 async def _finetune_local(docs: list[dict[str, Any]], tmp_path: Path) -> tuple[int, str]:
-    manifests = tmp_path / "manifests"
-    manifests.mkdir()
-    (manifests / "all.yaml").write_text(yaml.safe_dump_all(docs))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "finetune_operator.cli",
-        "local",
-        str(manifests),
-        "--workdir",
-        str(tmp_path / "work"),
-        "--timeout",
-        "120",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env=_env(tmp_path),
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout=160)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
+    manifests = write_manifests(tmp_path, {"all.yaml": yaml.safe_dump_all(docs)})
+    return await run_local_async(manifests, tmp_path / "work", _env(tmp_path), timeout=120, margin=40)
 
 
 def _job_row(text: str, name: str) -> list[str]:

@@ -4,7 +4,6 @@ ends with the same step count as an uninterrupted run (tiny 2-layer model, CPU).
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -12,16 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.trainer_fixtures import TRAIN, VAL, build_tiny_model, small_dataset
+from tests.trainer_fixtures import TRAIN, TRAINER_ENV, VAL, build_tiny_model, small_dataset
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
-ENV = {
-    **os.environ,
-    "OMP_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "HF_HUB_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}
 EPOCHS, BATCH, CKPT = 6, 16, 4  # 64 training queries -> 4 steps per epoch, 24 steps
 
 
@@ -73,7 +65,7 @@ def test_sigkill_after_first_checkpoint_resumes_to_same_steps(tmp_path: Path) ->
     # uninterrupted reference run
     ref = subprocess.run(
         _cmd(model, train, val, tmp_path / "ref"),
-        env=ENV,
+        env=TRAINER_ENV,
         capture_output=True,
         text=True,
         timeout=600,
@@ -87,7 +79,11 @@ def test_sigkill_after_first_checkpoint_resumes_to_same_steps(tmp_path: Path) ->
     # a run killed (SIGKILL: no chance to save anything more) once its first checkpoint is complete
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        _cmd(model, train, val, out), env=ENV, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        _cmd(model, train, val, out),
+        env=TRAINER_ENV,
+        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 300
     while not _complete_checkpoints(out):
@@ -102,7 +98,12 @@ def test_sigkill_after_first_checkpoint_resumes_to_same_steps(tmp_path: Path) ->
 
     # the rerun resumes from the newest complete checkpoint and reaches the same end
     resumed = subprocess.run(
-        _cmd(model, train, val, out), env=ENV, capture_output=True, text=True, timeout=600, check=False
+        _cmd(model, train, val, out),
+        env=TRAINER_ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     match = re.search(r"resuming from checkpoint \S+ \(step (\d+)\)", resumed.stderr)

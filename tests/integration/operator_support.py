@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from tests.conftest import eventually
 
 from finetune_operator.local.emulator import Emulator
 
 NS = "default"
+GPU = "nvidia.com/gpu"
 
 
 def st_job(name: str = "ft", **run_policy: Any) -> dict[str, Any]:
@@ -96,3 +98,37 @@ async def data_config_map(emu: Emulator) -> None:
             "data": {"train.json": "{}"},
         }
     )
+
+
+def register_quota_admission(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make sure the operator under test registers quota admission (idempotent if build_registry does)."""
+    from finetune_operator import main
+    from finetune_operator.handlers import build_registry as original
+    from finetune_operator.quota_handlers import register_quota
+
+    def build(settings: Any) -> Any:
+        registry = original(settings)
+        register_quota(registry)
+        return registry
+
+    monkeypatch.setattr(main, "build_registry", build)
+
+
+async def start_running(emu: Emulator, kubelet: Any, job: dict[str, Any]) -> dict[str, Any]:
+    """The data ConfigMap and `job` created, attempt 1's pod started on the kubelet, the job Running: the pod."""
+    name = job["metadata"]["name"]
+    await data_config_map(emu)
+    await emu.create(job)
+    pod = await wait_pod(emu, 1, name)
+    await kubelet.run(pod)
+    await wait_phase(emu, "Running", name)
+    return pod
+
+
+async def run_to_success(emu: Emulator, kubelet: Any, name: str, timeout: float = 30.0) -> dict[str, Any]:
+    """`st_job(name)` created, its first pod run and succeeded with `result_json(name)`: the Succeeded status."""
+    await emu.create(st_job(name))
+    pod = await wait_pod(emu, 1, name, timeout=timeout)
+    await kubelet.run(pod)
+    await kubelet.succeed(pod, message=result_json(name))
+    return await wait_phase(emu, "Succeeded", name, timeout=timeout)

@@ -9,26 +9,24 @@ from typing import Any
 
 import pytest
 from tests.conftest import eventually
-from tests.integration.operator_support import NS, data_config_map, status_of, wait_phase, wait_pod
+from tests.integration.operator_support import (
+    GPU,
+    NS,
+    data_config_map,
+    register_quota_admission,
+    status_of,
+    wait_phase,
+    wait_pod,
+)
 
 from finetune_operator.local.semantics import ApiError
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-GPU = "nvidia.com/gpu"
 
 
 @pytest.fixture(autouse=True)
 def _quota_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    from finetune_operator import main
-    from finetune_operator.handlers import build_registry as original
-    from finetune_operator.quota_handlers import register_quota
-
-    def build(settings: Any) -> Any:
-        registry = original(settings)
-        register_quota(registry)
-        return registry
-
-    monkeypatch.setattr(main, "build_registry", build)
+    register_quota_admission(monkeypatch)
 
 
 def llm_job(name: str, gpus: int = 2, **engine: Any) -> dict[str, Any]:

@@ -12,9 +12,8 @@ from tests.conftest import eventually
 from tests.integration.operator_support import (
     NS,
     data_config_map,
-    result_json,
+    run_to_success,
     st_job,
-    wait_phase,
     wait_pod,
 )
 
@@ -55,11 +54,7 @@ async def test_crds_deleted_and_recreated_while_running(
     await eventually(
         lambda: any("the operator resumes" in r.getMessage() for r in caplog.records), timeout=60
     )
-    await cluster.create(st_job("after"))
-    pod = await wait_pod(cluster, 1, "after", timeout=60)
-    await kubelet.run(pod)
-    await kubelet.succeed(pod, message=result_json("after"))
-    status = await wait_phase(cluster, "Succeeded", "after", timeout=60)
+    status = await run_to_success(cluster, kubelet, "after", timeout=60)
     assert status["metrics"]["after"]["mrrAt10"] == 0.71
     assert op._thread.is_alive() and not op.errors
 

@@ -9,16 +9,7 @@ from typing import Any
 
 import pytest
 from tests.conftest import eventually
-from tests.integration.operator_support import (
-    NS,
-    created,
-    data_config_map,
-    result_json,
-    st_job,
-    status_of,
-    wait_phase,
-    wait_pod,
-)
+from tests.integration import operator_support as ops
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -28,7 +19,7 @@ CHECKPOINT = "pvc://models/runs/default/ft/checkpoints/checkpoint-20"
 def _events(cluster: Any, reason: str) -> list[dict[str, Any]]:
     return [
         e
-        for e in cluster.store.list("events", NS)
+        for e in cluster.store.list("events", ops.NS)
         if e.get("reason") == reason and (e.get("involvedObject") or {}).get("name") == "ft"
     ]
 
@@ -37,30 +28,26 @@ async def test_eviction_api_resumes_from_checkpoint_without_a_failure(
     cluster: Any, operator_factory: Any, kubelet: Any
 ) -> None:
     await operator_factory()
-    await data_config_map(cluster)
-    await cluster.create(st_job(backoffLimit=0))
-    pod = await wait_pod(cluster, 1)
-    await kubelet.run(pod)
-    await wait_phase(cluster, "Running")
+    pod = await ops.start_running(cluster, kubelet, ops.st_job(backoffLimit=0))
     # the trainer reports its checkpoint (as it does through the status subresource)
     await cluster.patch(
         "finetunejobs",
-        NS,
+        ops.NS,
         "ft",
         {"status": {"checkpoints": {"latest": {"step": 20, "uri": CHECKPOINT}}}},
         subresource="status",
     )
-    await eventually(lambda: (status_of(cluster).get("checkpoints") or {}).get("latest"))
+    await eventually(lambda: (ops.status_of(cluster).get("checkpoints") or {}).get("latest"))
     name = pod["metadata"]["name"]
-    await cluster.evict(NS, name)
+    await cluster.evict(ops.NS, name)
     # the real order: DisruptionTarget, then deletionTimestamp, then terminal, then gone
     writes = [r.object for r in cluster.history if r.plural == "pods" and r.name == name]
     first_delete = next(i for i, o in enumerate(writes) if o["metadata"].get("deletionTimestamp"))
     assert any(c["type"] == "DisruptionTarget" for c in writes[first_delete - 1]["status"]["conditions"])
-    pod2 = await wait_pod(cluster, 2)
-    await eventually(lambda: cluster.store.get("pods", NS, name) is None)
+    pod2 = await ops.wait_pod(cluster, 2)
+    await eventually(lambda: cluster.store.get("pods", ops.NS, name) is None)
     # (the attempt's Job exists before the status patch that records it)
-    status = await eventually(lambda: status_of(cluster).get("attempts") == 2 and status_of(cluster))
+    status = await eventually(lambda: ops.status_of(cluster).get("attempts") == 2 and ops.status_of(cluster))
     assert status.get("failedAttempts", 0) == 0
     (event,) = await eventually(lambda: _events(cluster, "AttemptDisrupted"))
     assert event["type"] == "Warning"
@@ -69,14 +56,14 @@ async def test_eviction_api_resumes_from_checkpoint_without_a_failure(
     assert "step 20" in message and CHECKPOINT in message and "attempt 2 resumes" in message
     # the evicted attempt's Job failed by its podFailurePolicy's DisruptionTarget rule, not by backoff
     failed = next(
-        c for c in cluster.store.get("jobs", NS, "ft-a1")["status"]["conditions"] if c["type"] == "Failed"
+        c for c in cluster.store.get("jobs", ops.NS, "ft-a1")["status"]["conditions"] if c["type"] == "Failed"
     )
     assert failed["reason"] == "PodFailurePolicy" and "DisruptionTarget" in failed["message"]
     await kubelet.run(pod2)
-    await kubelet.succeed(pod2, message=result_json())
-    status = await wait_phase(cluster, "Succeeded")
+    await kubelet.succeed(pod2, message=ops.result_json())
+    status = await ops.wait_phase(cluster, "Succeeded")
     assert status.get("failedAttempts", 0) == 0 and status["attempts"] == 2
-    assert created(cluster, "jobs") == ["ft-a1", "ft-a2"]
+    assert ops.created(cluster, "jobs") == ["ft-a1", "ft-a2"]
     assert len(_events(cluster, "AttemptDisrupted")) == 1
     # every status field the operator wrote is in the schema (the server would prune it, with a warning)
     assert cluster.warnings == []

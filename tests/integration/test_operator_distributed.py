@@ -9,15 +9,7 @@ from typing import Any
 
 import pytest
 from tests.conftest import eventually
-from tests.integration.operator_support import (
-    NS,
-    created,
-    data_config_map,
-    result_json,
-    st_job,
-    status_of,
-    wait_phase,
-)
+from tests.integration import operator_support as ops
 
 from finetune_operator import rbac_requirements
 
@@ -25,7 +17,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 
 def two_node_job() -> dict[str, Any]:
-    job = st_job()
+    job = ops.st_job()
     job["spec"]["placement"]["nodes"] = 2
     return job
 
@@ -33,7 +25,7 @@ def two_node_job() -> dict[str, Any]:
 def pods_of_attempt(cluster: Any, attempt: int) -> list[dict[str, Any]]:
     pods = [
         p
-        for p in cluster.store.list("pods", NS)
+        for p in cluster.store.list("pods", ops.NS)
         if (p["metadata"].get("labels") or {}).get("job-name") == f"ft-a{attempt}"
         and not p["metadata"].get("deletionTimestamp")
     ]
@@ -44,44 +36,44 @@ def pods_of_attempt(cluster: Any, attempt: int) -> list[dict[str, Any]]:
 
 async def test_two_node_attempt_and_cleanup(cluster: Any, operator_factory: Any, kubelet: Any) -> None:
     op = await operator_factory()
-    await data_config_map(cluster)
+    await ops.data_config_map(cluster)
     await cluster.create(two_node_job())
     pods: list[dict[str, Any]] = await eventually(
         lambda: pods_of_attempt(cluster, 1) if len(pods_of_attempt(cluster, 1)) == 2 else None
     )
-    service = cluster.store.get("services", NS, "ft-a1")
+    service = cluster.store.get("services", ops.NS, "ft-a1")
     assert service is not None and service["spec"]["clusterIP"] == "None"
     assert service["metadata"]["ownerReferences"][0]["kind"] == "FinetuneJob"
     assert [p["spec"]["hostname"] for p in pods] == ["ft-a1-0", "ft-a1-1"]
     assert {p["spec"]["subdomain"] for p in pods} == {"ft-a1"}
-    tjob = cluster.store.get("jobs", NS, "ft-a1")
+    tjob = cluster.store.get("jobs", ops.NS, "ft-a1")
     assert tjob["spec"]["completionMode"] == "Indexed"
 
     await kubelet.run(pods[0])
-    status = await wait_phase(cluster, "Running")
+    status = await ops.wait_phase(cluster, "Running")
 
     def one_ready() -> bool:
-        dist = status_of(cluster).get("distributed") or {}
+        dist = ops.status_of(cluster).get("distributed") or {}
         return dist.get("nodesReady") == 1 and len(dist.get("pods") or []) == 2
 
     await eventually(one_ready)
-    status = status_of(cluster)
+    status = ops.status_of(cluster)
     assert status["distributed"]["worldSize"] == 2 and "(1/2 trainer pods ready)" in status["message"]
 
     await kubelet.run(pods[1])
     await kubelet.succeed(pods[1])  # rank 1 finishes first, with no result: the attempt goes on
     await asyncio.sleep(1.0)
-    assert status_of(cluster)["phase"] == "Running"
-    await kubelet.succeed(pods[0], message=result_json())
-    status = await wait_phase(cluster, "Succeeded")
+    assert ops.status_of(cluster)["phase"] == "Running"
+    await kubelet.succeed(pods[0], message=ops.result_json())
+    status = await ops.wait_phase(cluster, "Succeeded")
     assert status["metrics"]["after"]["mrrAt10"] == 0.71  # rank 0's result
     assert status["distributed"]["pods"] == [] and status["distributed"]["nodesReady"] == 0  # finished
 
-    await cluster.delete("finetunejobs", NS, "ft")
+    await cluster.delete("finetunejobs", ops.NS, "ft")
     for plural in ("jobs", "pods", "services", "serviceaccounts", "roles", "rolebindings"):
-        await eventually(lambda plural=plural: not cluster.store.list(plural, NS), timeout=5)
+        await eventually(lambda plural=plural: not cluster.store.list(plural, ops.NS), timeout=5)
     await asyncio.sleep(1.0)
-    assert created(cluster, "services") == ["ft-a1"]
+    assert ops.created(cluster, "services") == ["ft-a1"]
     made = {rbac_requirements.permission_of(c) for c in op.calls}
     assert rbac_requirements.Permission("", "services", "create") in made
     assert rbac_requirements.uncovered(op.calls, peering=False, kueue=False, clusterwide=True) == []

@@ -8,16 +8,7 @@ from typing import Any
 
 import pytest
 from tests.conftest import eventually
-from tests.integration.operator_support import (
-    NS,
-    created,
-    data_config_map,
-    result_json,
-    st_job,
-    status_of,
-    wait_phase,
-    wait_pod,
-)
+from tests.integration import operator_support as ops
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -26,33 +17,33 @@ async def test_kueue_admits_by_unsuspending_the_trainer_job(
     cluster: Any, operator_factory: Any, kubelet: Any
 ) -> None:
     await operator_factory(kueue_mode=True)
-    await data_config_map(cluster)
-    await cluster.create(st_job("kq", queueName="team-a"))
-    job = await eventually(lambda: cluster.store.get("jobs", NS, "kq-a1"))
+    await ops.data_config_map(cluster)
+    await cluster.create(ops.st_job("kq", queueName="team-a"))
+    job = await eventually(lambda: cluster.store.get("jobs", ops.NS, "kq-a1"))
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
     assert job["spec"]["suspend"] is True
-    status = await wait_phase(cluster, "Queued", name="kq")
+    status = await ops.wait_phase(cluster, "Queued", name="kq")
     admitted = next(c for c in status["conditions"] if c["type"] == "Admitted")
     assert admitted["status"] == "False" and admitted["reason"] == "QueuedInKueue"
-    assert created(cluster, "pods") == []  # a suspended Job starts no pod
+    assert ops.created(cluster, "pods") == []  # a suspended Job starts no pod
 
-    await cluster.patch("jobs", NS, "kq-a1", {"spec": {"suspend": False}})  # Kueue admits the workload
-    pod = await wait_pod(cluster, 1, name="kq")
+    await cluster.patch("jobs", ops.NS, "kq-a1", {"spec": {"suspend": False}})  # Kueue admits the workload
+    pod = await ops.wait_pod(cluster, 1, name="kq")
     await kubelet.run(pod)
-    status = await wait_phase(cluster, "Running", name="kq")
+    status = await ops.wait_phase(cluster, "Running", name="kq")
     assert next(c for c in status["conditions"] if c["type"] == "Admitted")["status"] == "True"
-    await kubelet.succeed(pod, message=result_json("kq"))
-    await wait_phase(cluster, "Succeeded", name="kq")
-    assert created(cluster, "jobs") == ["kq-a1"]
+    await kubelet.succeed(pod, message=ops.result_json("kq"))
+    await ops.wait_phase(cluster, "Succeeded", name="kq")
+    assert ops.created(cluster, "jobs") == ["kq-a1"]
 
 
 async def test_without_kueue_mode_the_queue_name_is_only_a_label_for_quotas(
     cluster: Any, operator_factory: Any
 ) -> None:
     await operator_factory()
-    await data_config_map(cluster)
-    await cluster.create(st_job("plain", queueName="team-a"))
-    job = await eventually(lambda: cluster.store.get("jobs", NS, "plain-a1"))
+    await ops.data_config_map(cluster)
+    await cluster.create(ops.st_job("plain", queueName="team-a"))
+    job = await eventually(lambda: cluster.store.get("jobs", ops.NS, "plain-a1"))
     assert "kueue.x-k8s.io/queue-name" not in job["metadata"].get("labels", {})
     assert not job["spec"].get("suspend")
-    assert status_of(cluster, "plain").get("phase") in (None, "Pending", "Running")
+    assert ops.status_of(cluster, "plain").get("phase") in (None, "Pending", "Running")

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 import yaml
 from tests.conftest import RunningOperator, eventually, fast_settings
-from tests.integration.operator_support import data_config_map, result_json, st_job, wait_phase, wait_pod
+from tests.integration.operator_support import data_config_map, run_to_success, st_job
 
 from finetune_operator.api.crdgen import all_crds
 from finetune_operator.local.emulator import Emulator
@@ -83,22 +83,14 @@ async def test_exec_plugin_kubeconfig(
     kubelet = FakeKubelet(secured)
     try:
         await data_config_map(secured)
-        await secured.create(st_job("one"))
-        pod = await wait_pod(secured, 1, "one")
-        await kubelet.run(pod)
-        await kubelet.succeed(pod, message=result_json("one"))
-        await wait_phase(secured, "Succeeded", "one")
+        await run_to_success(secured, kubelet, "one")
         assert "exec-token-1" in secured.bearer_tokens
         assert (tmp_path / "calls").read_text()  # the plugin ran
 
         # the token expires: the server refuses it now, the plugin hands out a new one
         (tmp_path / "token").write_text("exec-token-2")
         secured.tokens = frozenset({"exec-token-2"})
-        await secured.create(st_job("two"))
-        pod = await wait_pod(secured, 1, "two", timeout=60)
-        await kubelet.run(pod)
-        await kubelet.succeed(pod, message=result_json("two"))
-        status = await wait_phase(secured, "Succeeded", "two", timeout=60)
+        status = await run_to_success(secured, kubelet, "two", timeout=60)
         assert status["metrics"]["after"]["mrrAt10"] == 0.71
         assert "exec-token-2" in secured.bearer_tokens
         await eventually(lambda: len((tmp_path / "calls").read_text()) >= 2)

@@ -13,28 +13,23 @@ from typing import Any
 
 import pytest
 from tests.conftest import eventually
-from tests.integration.operator_support import NS, data_config_map, result_json, st_job
+from tests.integration.operator_support import (
+    GPU,
+    NS,
+    data_config_map,
+    register_quota_admission,
+    result_json,
+    st_job,
+)
 
 from finetune_operator.quota import ADMITTED_AT
 
 pytestmark = [pytest.mark.integration]
 
-GPU = "nvidia.com/gpu"
-
 
 @pytest.fixture(autouse=True)
 def _quota_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make sure the operator under test registers quota admission (idempotent if build_registry does)."""
-    from finetune_operator import main
-    from finetune_operator.handlers import build_registry as original
-    from finetune_operator.quota_handlers import register_quota
-
-    def build(settings: Any) -> Any:
-        registry = original(settings)
-        register_quota(registry)
-        return registry
-
-    monkeypatch.setattr(main, "build_registry", build)
+    register_quota_admission(monkeypatch)
 
 
 def gpu_job(name: str, gpus: int = 1, priority_class: str | None = None) -> dict[str, Any]:
