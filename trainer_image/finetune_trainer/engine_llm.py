@@ -7,7 +7,6 @@ and its chat template); with `merge`, the adapter merged into the base weights g
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -17,9 +16,9 @@ from typing import Any
 from finetune_operator.api.engine_llm import LlmEngine
 
 from . import distributed as ddp
-from .checkpoints import AtomicCheckpointsMixin, Interrupted, latest_valid_checkpoint
+from .checkpoints import AtomicCheckpointsMixin, Interrupted
 from .context import TrainContext, TrainOutcome
-from .hf_progress import ProgressCallback
+from .hf_progress import ProgressCallback, resume_point
 from .llm_data import ChatData, preference_row, sft_rows, training_template
 from .llm_eval import evaluate_llm
 
@@ -219,13 +218,7 @@ class LlmRunner:
 
     def train(self) -> TrainOutcome:
         ctx, spec = self.ctx, self.spec
-        resume = ddp.broadcast_object(  # rank 0 chooses (and cleans up), every rank resumes from it
-            latest_valid_checkpoint(ctx.checkpoint_root, REQUIRED) if ddp.is_main() else None
-        )
-        start = 0
-        if resume is not None:
-            start = int(json.loads((resume / "trainer_state.json").read_text())["global_step"])
-            log.info("resuming from checkpoint %s (step %d)", resume, start)
+        resume, start = resume_point(ctx.checkpoint_root, REQUIRED)
         callback = ProgressCallback(self, start)
         trainer = self._trainer(callback)
         t0 = time.monotonic()

@@ -12,9 +12,9 @@ from typing import Any
 from finetune_operator.api.finetunejob import SentenceTransformersEngine
 
 from . import distributed as ddp
-from .checkpoints import AtomicCheckpointsMixin, Interrupted, latest_valid_checkpoint
+from .checkpoints import AtomicCheckpointsMixin, Interrupted
 from .context import TrainContext, TrainOutcome
-from .hf_progress import ProgressCallback
+from .hf_progress import ProgressCallback, resume_point
 from .metrics import evaluate_model
 from .models import device, load_model
 from .st_selection import SelectionCallback, eval_interval, mine_negatives
@@ -368,15 +368,7 @@ class SentenceTransformersRunner:
             fp16=flags["fp16"],
             **ddp.st_training_args(),
         )
-        resume = ddp.broadcast_object(  # rank 0 chooses (and cleans up), every rank resumes from it
-            latest_valid_checkpoint(ctx.checkpoint_root, REQUIRED) if ddp.is_main() else None
-        )
-        start = 0
-        if resume is not None:
-            import json
-
-            start = int(json.loads((resume / "trainer_state.json").read_text())["global_step"])
-            log.info("resuming from checkpoint %s (step %d)", resume, start)
+        resume, start = resume_point(ctx.checkpoint_root, REQUIRED)
         callback = _Callback(self, start)
         ev = spec.evaluation
         per_epoch = -(-len(train_ds) // spec.batch_size)

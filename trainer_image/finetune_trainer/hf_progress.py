@@ -1,14 +1,31 @@
-"""The HF Trainer callback the Trainer-based engines share (sentence-transformers, llm): progress reports, checkpoint
-bookkeeping and the SIGTERM stop agreed by every rank."""
+"""What the HF Trainer-based engines share (sentence-transformers, llm): the checkpoint to resume from, and the
+callback for progress reports, checkpoint bookkeeping and the SIGTERM stop agreed by every rank."""
 
 from __future__ import annotations
 
+import json
+import logging
+from pathlib import Path
 from typing import Any, Protocol
 
 from transformers import TrainerCallback
 
 from . import distributed as ddp
+from .checkpoints import latest_valid_checkpoint
 from .context import Eta, TrainContext
+
+log = logging.getLogger(__name__)
+
+
+def resume_point(root: Path, required: tuple[str, ...]) -> tuple[Path | None, int]:
+    """The Trainer checkpoint to resume from (None: a fresh start) and its global step; rank 0 chooses (and
+    cleans up), every rank resumes from it."""
+    resume = ddp.broadcast_object(latest_valid_checkpoint(root, required) if ddp.is_main() else None)
+    if resume is None:
+        return None, 0
+    start = int(json.loads((resume / "trainer_state.json").read_text())["global_step"])
+    log.info("resuming from checkpoint %s (step %d)", resume, start)
+    return resume, start
 
 
 class TrainerRunner(Protocol):
