@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 from finetune_operator.api.engine_llm import LlmEngine
 
-from . import distributed as ddp
-from .checkpoints import AtomicCheckpointsMixin, Interrupted
+from .checkpoints import AtomicCheckpointsMixin
 from .context import TrainContext, TrainOutcome
-from .hf_progress import ProgressCallback, resume_point
+from .hf_progress import ProgressCallback, resume_point, train_to_end
 from .llm_data import ChatData, preference_row, sft_rows, training_template
 from .llm_eval import evaluate_llm
 
@@ -221,14 +219,8 @@ class LlmRunner:
         resume, start = resume_point(ctx.checkpoint_root, REQUIRED)
         callback = ProgressCallback(self, start)
         trainer = self._trainer(callback)
-        t0 = time.monotonic()
-        out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        wall = time.monotonic() - t0
-        ddp.barrier()  # rank 0's last checkpoint is complete before any rank goes on (or exits 4)
+        out, wall, step, total = train_to_end(trainer, resume, self)
         state = trainer.state
-        step, total = int(state.global_step), int(state.max_steps)
-        if (ctx.stop or self.stopped) and step < total:
-            raise Interrupted(step)
         per_step = spec.batch_size * spec.gradient_accumulation
         samples = min(max(0, step - start) * per_step, self._examples * spec.epochs)
         losses = [(int(h["step"]), float(h["loss"])) for h in state.log_history if "loss" in h]

@@ -12,9 +12,9 @@ from typing import Any
 from finetune_operator.api.finetunejob import SentenceTransformersEngine
 
 from . import distributed as ddp
-from .checkpoints import AtomicCheckpointsMixin, Interrupted
+from .checkpoints import AtomicCheckpointsMixin
 from .context import TrainContext, TrainOutcome
-from .hf_progress import ProgressCallback, resume_point
+from .hf_progress import ProgressCallback, resume_point, train_to_end
 from .metrics import evaluate_model
 from .models import device, load_model
 from .st_selection import SelectionCallback, eval_interval, mine_negatives
@@ -392,14 +392,8 @@ class SentenceTransformersRunner:
         )
         if pretokenize:
             trainer.data_collator = self._pretokenized(trainer.data_collator, train_ds)
-        t0 = time.monotonic()
-        out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        wall = time.monotonic() - t0
-        ddp.barrier()  # rank 0's last checkpoint is complete before any rank goes on (or exits 4)
+        out, wall, step, total = train_to_end(trainer, resume, self)
         state = trainer.state
-        step, total = int(state.global_step), int(state.max_steps)
-        if (ctx.stop or self.stopped) and step < total:
-            raise Interrupted(step)
         samples = max(0, step - start) * spec.batch_size
         samples = min(samples, len(train_ds) * spec.epochs)
         self.losses = [(int(h["step"]), float(h["loss"])) for h in state.log_history if "loss" in h]

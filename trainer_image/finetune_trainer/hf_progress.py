@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
 from transformers import TrainerCallback
 
 from . import distributed as ddp
-from .checkpoints import latest_valid_checkpoint
+from .checkpoints import Interrupted, latest_valid_checkpoint
 from .context import Eta, TrainContext
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,19 @@ def resume_point(root: Path, required: tuple[str, ...]) -> tuple[Path | None, in
     start = int(json.loads((resume / "trainer_state.json").read_text())["global_step"])
     log.info("resuming from checkpoint %s (step %d)", resume, start)
     return resume, start
+
+
+def train_to_end(trainer: Any, resume: Path | None, runner: TrainerRunner) -> tuple[Any, float, int, int]:
+    """Run `trainer` (resuming from `resume`); every rank waits for rank 0's last checkpoint, then raises
+    Interrupted when a stop ended it early. Returns the Trainer's output, wall seconds, step and total steps."""
+    t0 = time.monotonic()
+    out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    wall = time.monotonic() - t0
+    ddp.barrier()  # rank 0's last checkpoint is complete before any rank goes on (or exits 4)
+    step, total = int(trainer.state.global_step), int(trainer.state.max_steps)
+    if (runner.ctx.stop or runner.stopped) and step < total:
+        raise Interrupted(step)
+    return out, wall, step, total
 
 
 class TrainerRunner(Protocol):
