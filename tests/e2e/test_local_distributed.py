@@ -148,24 +148,13 @@ async def _run_with(manifests: Path, work: Path, act: Act) -> tuple[dict[str, An
     `act(emulator, executor, checkpoint steps)` may disrupt the job (it returns the newest checkpoint step
     when it did). Returns the finished FinetuneJob and that step."""
     from finetune_operator.api.crdgen import all_crds
-    from finetune_operator.config import Settings
     from finetune_operator.local.emulator import Emulator
     from finetune_operator.local.executor import LocalExecutor
-    from finetune_operator.local.runner import _start_operator, load_manifests
+    from finetune_operator.local.runner import _start_operator, load_manifests, local_settings
 
     ckpts = work / "pvc/out/runs/default/dist-st/checkpoints"
     async with Emulator(crds=list(all_crds().values())) as emu:
-        settings = Settings(
-            api_server=emu.url,
-            api_insecure=True,
-            trainer_api_server=emu.url,
-            metrics_port=0,
-            health_port=0,
-            resync_period_seconds=5.0,
-            retry_backoff_seconds=1.0,
-            termination_grace_period_seconds=30,
-            progress_interval_seconds=1.0,
-        )
+        settings = local_settings(emu.url, retry_backoff_seconds=1.0)
         thread, stop, errors = _start_operator(settings)
         env = {k: TRAINER_ENV[k] for k in ("OMP_NUM_THREADS", "HF_HUB_OFFLINE")}
         executor = LocalExecutor(emu, work, extra_env=env)

@@ -155,6 +155,24 @@ def _start_operator(settings: Settings) -> tuple[threading.Thread, threading.Eve
     return thread, stop, errors
 
 
+def local_settings(url: str, **overrides: Any) -> Settings:
+    """The operator's settings for a local run against the emulator at `url` (no metrics/health ports,
+    short resync and backoff, progress every second); `overrides` replace any of them."""
+    values: dict[str, Any] = {
+        "api_server": url,
+        "api_insecure": True,
+        "trainer_api_server": url,
+        "metrics_port": 0,
+        "health_port": 0,
+        "resync_period_seconds": 5.0,
+        "retry_backoff_seconds": 2.0,
+        "termination_grace_period_seconds": 30,
+        "progress_interval_seconds": 1.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
 async def _run(files: list[Path], timeout: float, workdir: Path, verbose: bool) -> int:
     docs = load_manifests(files)
     jobs = [d for d in docs if d.get("kind") == "FinetuneJob"]
@@ -163,17 +181,7 @@ async def _run(files: list[Path], timeout: float, workdir: Path, verbose: bool) 
         return 2
     workdir.mkdir(parents=True, exist_ok=True)
     async with Emulator(crds=list(all_crds().values())) as emu:
-        settings = Settings(
-            api_server=emu.url,
-            api_insecure=True,
-            trainer_api_server=emu.url,
-            metrics_port=0,
-            health_port=0,
-            resync_period_seconds=5.0,
-            retry_backoff_seconds=2.0,
-            termination_grace_period_seconds=30,
-            progress_interval_seconds=1.0,
-        )
+        settings = local_settings(emu.url)
         thread, stop, errors = _start_operator(settings)
         executor = LocalExecutor(emu, workdir)
         await executor.start()
