@@ -233,15 +233,7 @@ class AdapterRunner:
             self.best_state = {k: v.detach().clone().cpu() for k, v in self.adapter.state_dict().items()}
         # A new best at INFO, the rest at DEBUG: tiny epochs evaluate often, and a log line per
         # evaluation would flood the pod's log (and block a reader that drains it late).
-        log.log(
-            logging.INFO if best else logging.DEBUG,
-            "step %d: validation %s %.4f (best %.4f at step %s)",
-            step,
-            self.selection.metric,
-            float(metrics[self.selection.metric]),
-            self.selection.best_value,
-            self.selection.best_step,
-        )
+        log.log(logging.INFO if best else logging.DEBUG, "%s", self.selection.describe(step, metrics))
 
     def train(self) -> TrainOutcome:
         if not ddp.is_main():  # the other ranks shared the frozen pass only

@@ -96,6 +96,13 @@ class Selection:
         self.since_best += 1
         return False
 
+    def describe(self, step: int, metrics: dict[str, Any]) -> str:
+        """The log line of an evaluation: its value and the best so far."""
+        return (
+            f"step {step}: validation {self.metric} {float(metrics[self.metric]):.4f} "
+            f"(best {self.best_value:.4f} at step {self.best_step})"
+        )
+
     @property
     def should_stop(self) -> bool:
         return self.patience > 0 and self.since_best >= self.patience

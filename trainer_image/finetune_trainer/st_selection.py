@@ -69,14 +69,7 @@ class SelectionCallback(TrainerCallback):
             torch.save({"step": step, "state": self.model.state_dict()}, tmp)
             tmp.replace(self.best_path)
         self._write_state()
-        log.info(
-            "step %d: validation %s %.4f (best %.4f at step %s)",
-            step,
-            self.selection.metric,
-            float(metrics[self.selection.metric]),
-            self.selection.best_value,
-            self.selection.best_step,
-        )
+        log.info("%s", self.selection.describe(step, metrics))
         return improved, self.selection.should_stop
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:

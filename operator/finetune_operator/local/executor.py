@@ -29,7 +29,7 @@ from typing import Any
 
 from finetune_operator.api.trainerconfig import OUTPUT_MOUNT, PVC_MOUNT
 from finetune_operator.local.emulator import Emulator
-from finetune_operator.local.kubelet import stopped_status
+from finetune_operator.local.kubelet import bind_to_node, stopped_status
 from finetune_operator.local.podinputs import PodInputs, PodSetupError, rewrite
 from finetune_operator.local.podnet import POD_MARKER_ENV, LocalRendezvous, expand_vars, kill_pod_processes
 from finetune_operator.local.pods import is_terminal, set_condition
@@ -146,19 +146,7 @@ class LocalExecutor:
         """Bind the pod to this node (this one-node cluster's scheduler); False if it cannot be."""
         meta = pod["metadata"]
         try:
-            self.emu.execute(
-                "POST",
-                self.emu.store.resolve("", "v1", "pods"),
-                meta["namespace"],
-                meta["name"],
-                subresource="binding",
-                body={
-                    "apiVersion": "v1",
-                    "kind": "Binding",
-                    "metadata": {"name": meta["name"], "uid": meta.get("uid")},
-                    "target": {"apiVersion": "v1", "kind": "Node", "name": NODE_NAME},
-                },
-            )
+            bind_to_node(self.emu, meta, NODE_NAME)
         except ApiError as exc:
             logger.info("pod %s not bound: %s", meta["name"], exc.message)
             return False

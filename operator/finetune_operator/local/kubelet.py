@@ -23,6 +23,25 @@ if TYPE_CHECKING:
     from finetune_operator.local.emulator import Emulator
 
 NODE_NAME = "emulator-node"
+
+
+def bind_to_node(emu: Emulator, meta: JsonDict, node: str) -> None:
+    """POST the pod's `binding` subresource, as the scheduler does (ApiError if it cannot be bound)."""
+    emu.execute(
+        "POST",
+        emu.store.find("pods"),
+        meta["namespace"],
+        meta["name"],
+        subresource="binding",
+        body={
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": meta["name"], "uid": meta.get("uid")},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+        },
+    )
+
+
 SIGTERM_EXIT = 143  # 128 + SIGTERM: the container stopped on the kubelet's SIGTERM
 UNKNOWN_EXIT = 137  # what the kubelet reports for a container that never ran in a deleted pod
 
@@ -137,19 +156,7 @@ class FakeKubelet:
         meta = pod["metadata"]
         current = await self.emu.get("pods", meta["namespace"], meta["name"])
         if not (current.get("spec") or {}).get("nodeName"):
-            self.emu.execute(
-                "POST",
-                self.emu.store.find("pods"),
-                meta["namespace"],
-                meta["name"],
-                subresource="binding",
-                body={
-                    "apiVersion": "v1",
-                    "kind": "Binding",
-                    "metadata": {"name": meta["name"]},
-                    "target": {"apiVersion": "v1", "kind": "Node", "name": NODE_NAME},
-                },
-            )
+            bind_to_node(self.emu, meta, NODE_NAME)
             current = await self.emu.get("pods", meta["namespace"], meta["name"])
         return current
 
