@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -55,7 +56,11 @@ def test_sigterm_to_one_rank_checkpoints_once_and_every_rank_exits_4(tmp_path: P
         code = proc.wait(timeout=300)
     text = log.read_text()
     assert code == 4, text[-3000:]
-    assert "trainer workers failed with exit codes [4, 4]" in text
+    # rank 1 either exits 4 itself or, still tearing down after the checkpoint barrier, is SIGTERMed by
+    # torchrun once rank 0 has exited 4; both count as a checkpointed stop
+    assert re.search(r"trainer workers failed with exit codes \[(4, 4|4, -15|-15, 4)\]: exiting 4", text), (
+        text[-3000:]
+    )
     stops = [json.loads(line) for line in text.splitlines() if line.startswith('{"status":"interrupted"')]
     assert len(stops) == 2 and stops[0]["steps"] == stops[1]["steps"]  # both ranks, at the same step
     step = stops[0]["steps"]

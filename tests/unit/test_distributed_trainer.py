@@ -110,6 +110,9 @@ def test_shards_and_exit_codes() -> None:
     assert shard_bounds(1, 2, 1) == (1, 1)
     assert exit_code([4, 4]) == 4 and exit_code([4, 3]) == 3 and exit_code([4, 1]) == 1
     assert exit_code([-9]) == 1
+    # torchrun SIGTERMs a peer still tearing down after the checkpoint barrier: still resumable
+    assert exit_code([4, -15]) == 4 and exit_code([-15, 4]) == 4
+    assert exit_code([-15]) == 1 and exit_code([-15, -15]) == 1 and exit_code([4, -9]) == 1
 
 
 def test_single_process_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:

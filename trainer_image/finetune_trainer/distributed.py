@@ -192,13 +192,18 @@ def shutdown() -> None:
 
 
 def exit_code(codes: Sequence[int]) -> int:
-    """The pod's exit code from its failed workers': 3 (invalid) wins, then 4 when every failed worker was
-    interrupted after the checkpoint, else 1 (a crash, a signal, a lost peer: the attempt failed)."""
+    """The pod's exit code from its failed workers': 3 (invalid) wins, then 4 when the stop was checkpointed,
+    else 1 (a crash, a signal, a lost peer: the attempt failed).
+
+    The stop was checkpointed when at least one worker exited 4 and every other failed worker exited 4 or
+    was SIGTERMed. A worker exits 4 only after the barrier that follows rank 0's checkpoint, and torchrun
+    SIGTERMs the remaining workers as soon as one exits non-zero, so a peer still tearing down after that
+    barrier shows up as -SIGTERM; its stop was already agreed and checkpointed."""
     from finetune_operator.api.trainerconfig import EXIT_INTERRUPTED, EXIT_INVALID
 
     if EXIT_INVALID in codes:
         return EXIT_INVALID
-    if codes and all(c == EXIT_INTERRUPTED for c in codes):
+    if EXIT_INTERRUPTED in codes and all(c in (EXIT_INTERRUPTED, -signal.SIGTERM) for c in codes):
         return EXIT_INTERRUPTED
     return EXIT_FAILED
 
