@@ -42,6 +42,12 @@ ST_GRID: dict[str, dict[str, Any]] = {
     "lr 5e-5": {"learningRate": 5e-5},
     "lr 1e-4": {"learningRate": 1e-4},
     "hard negatives 1": {"hardNegatives": {"count": 1, "margin": 0.1}},
+    "fp32": {"precision": "fp32"},
+    "bf16": {"precision": "bf16"},
+    "bf16 groupByLength": {"precision": "bf16", "groupByLength": True},
+    "fp32 groupByLength": {"precision": "fp32", "groupByLength": True},
+    "bf16 attentionDropout 0": {"precision": "bf16", "attentionDropout": 0.0},
+    "fp32 attentionDropout 0": {"precision": "fp32", "attentionDropout": 0.0},
 }
 
 
@@ -98,6 +104,8 @@ def run_one(
         "steps": outcome.steps,
         "totalSteps": outcome.total_steps,
         "seconds": round(time.monotonic() - t0, 1),
+        # training alone: the loop's wall time less its in-loop validation
+        "trainSeconds": round(outcome.wall_seconds - float(sel.get("evaluationSeconds") or 0.0), 1),
     }
 
 
@@ -122,8 +130,8 @@ def main() -> None:
     epochs = args.epochs or ([4, 25] if args.engine == "adapter" else [1])
     work = Path(tempfile.mkdtemp(prefix="sweep-"))
     rows: list[dict[str, Any]] = []
-    print("| set | config | epochs | MRR@10 before -> after | gain | best step / steps | s |")
-    print("|---|---|---:|---|---:|---:|---:|")
+    print("| set | config | epochs | MRR@10 before -> after | gain | best step / steps | s | train s |")
+    print("|---|---|---:|---|---:|---:|---:|---:|")
     for name in sets:
         cache: Path | None = None
         for ep in epochs:
@@ -136,7 +144,7 @@ def main() -> None:
                 rows.append({"set": name, "config": cfg, "epochs": ep, **r})
                 print(
                     f"| {name} | {cfg} | {ep} | {r['before']:.4f} -> {r['after']:.4f} | {r['gain']:+.4f} | "
-                    f"{r['bestStep']}/{r['totalSteps']} | {r['seconds']} |",
+                    f"{r['bestStep']}/{r['totalSteps']} | {r['seconds']} | {r['trainSeconds']} |",
                     flush=True,
                 )
                 shutil.rmtree(out / "checkpoints", ignore_errors=True)

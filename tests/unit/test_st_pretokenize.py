@@ -97,3 +97,14 @@ def test_auto_precision_is_fp32_for_small_models_on_cuda() -> None:
     assert precision_flags("bf16", cuda=True, params=22_700_000) == {"bf16": True, "fp16": False}
     assert precision_flags("fp16", cuda=True, params=22_700_000) == {"bf16": False, "fp16": True}
     assert precision_flags("fp32", cuda=True, params=10**9) == fp32
+
+
+def test_cpu_precision_is_bf16_only_where_the_cpu_computes_it() -> None:
+    from finetune_trainer.engine_st import precision_flags
+
+    fp32, bf16 = {"bf16": False, "fp16": False}, {"bf16": True, "fp16": False}
+    assert precision_flags("auto", cuda=False, cpu_bf16=True) == bf16  # AVX512_BF16 / AMX: autocast
+    assert precision_flags("auto", cuda=False, cpu_bf16=False) == fp32
+    assert precision_flags("bf16", cuda=False, cpu_bf16=False) == bf16  # asked for: emulated, but honoured
+    assert precision_flags("fp32", cuda=False, cpu_bf16=True) == fp32
+    assert precision_flags("fp16", cuda=False, cpu_bf16=True) == fp32  # no fp16 training on CPU

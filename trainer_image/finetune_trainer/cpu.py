@@ -13,7 +13,9 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-PRECISION_ENV = "FINETUNE_CPU_PRECISION"  # "fp32" or "bf16": override the detected frozen-pass precision
+PRECISION_ENV = (
+    "FINETUNE_CPU_PRECISION"  # "fp32" or "bf16": override the detected CPU precision (both engines)
+)
 
 
 def cgroup_cpus(root: Path = Path("/sys/fs/cgroup")) -> float | None:
@@ -80,8 +82,9 @@ def native_bf16() -> bool:
         return False
 
 
-def frozen_pass_precision() -> str:
-    """bf16 where the CPU computes it natively, else fp32; PRECISION_ENV overrides."""
+def cpu_precision() -> str:
+    """bf16 where the CPU computes it natively, else fp32; PRECISION_ENV overrides. Used for the adapter's
+    frozen pass and for sentence-transformers training under `precision: auto` on CPU."""
     forced = os.environ.get(PRECISION_ENV, "").lower()
     if forced in ("fp32", "bf16"):
         return forced

@@ -26,7 +26,7 @@ from .checkpoints import (
     rotate_checkpoints,
 )
 from .context import Eta, TrainContext, TrainOutcome
-from .cpu import autocast, frozen_pass_precision, use_pod_cores
+from .cpu import autocast, cpu_precision, use_pod_cores
 from .metrics import Selection, eval_indices, retrieval_metrics
 from .models import device, load_model
 
@@ -106,7 +106,7 @@ class AdapterRunner:
         self.model = load_model(self.spec.base_model)
         if self.device == "cpu":
             cores = use_pod_cores()
-            self.precision = frozen_pass_precision()
+            self.precision = cpu_precision()
             log.info("frozen pass on %d CPU thread(s), %s", cores, self.precision)
         training, evaluation = self._texts()
         texts = training + evaluation

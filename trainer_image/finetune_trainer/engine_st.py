@@ -1,5 +1,5 @@
 """Full finetune with SentenceTransformerTrainer: MNRL (or cached MNRL), no-duplicates batches,
-warmup, periodic IR evaluation, mixed precision on CUDA, checkpoints + resume + SIGTERM save."""
+warmup, periodic IR evaluation, mixed precision (bf16 on CPUs that compute it natively), checkpoints + resume + SIGTERM save."""
 
 from __future__ import annotations
 
@@ -14,9 +14,12 @@ from finetune_operator.api.finetunejob import SentenceTransformersEngine
 from . import distributed as ddp
 from .checkpoints import AtomicCheckpointsMixin
 from .context import TrainContext, TrainOutcome
+from .cpu import cpu_precision
 from .hf_progress import ProgressCallback, resume_point, train_to_end
 from .metrics import evaluate_model
 from .models import device, load_model
+from .st_attention import set_attention_dropout
+from .st_batches import length_grouped_sampler
 from .st_selection import SelectionCallback, eval_interval, mine_negatives
 
 log = logging.getLogger(__name__)
@@ -27,25 +30,38 @@ REQUIRED = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "modules.json"
 AUTO_FP32_MAX_PARAMS = 50_000_000  # `auto` on CUDA: fp32 weights + TF32 matmuls up to this size, else bf16
 
 
-def precision_flags(precision: str, cuda: bool, params: int = 0) -> dict[str, bool]:
-    """Mixed-precision flags. CPU: always fp32. CUDA, `auto`: fp32 with TF32 matmuls for small models (up to
-    AUTO_FP32_MAX_PARAMS; measured on an H100 with all-MiniLM-L6-v2: bf16 autocast was 2.6x slower at batch
-    16 and no faster at batch 512, its per-step weight casts cost more than the matmuls save), else bf16 when
-    supported, fp16 otherwise."""
-    if not cuda or precision == "fp32":
-        return {"bf16": False, "fp16": False}
+def precision_flags(precision: str, cuda: bool, params: int = 0, cpu_bf16: bool = False) -> dict[str, bool]:
+    """Mixed-precision flags.
+
+    CPU: bf16 autocast (oneDNN) under `auto` when the CPU computes bf16 natively (`cpu_bf16`: AVX512_BF16
+    or AMX, see cpu.cpu_precision; measured on an AVX512_BF16 EPYC with all-MiniLM-L6-v2 at batch 16: 1.5x
+    the fp32 steps/s at the same MRR@10, docs/benchmarks.md), and under `bf16`; fp32 otherwise (`fp16` is
+    not offered on CPU). CUDA, `auto`: fp32 with TF32 matmuls for small models (up to AUTO_FP32_MAX_PARAMS;
+    measured on an H100 with all-MiniLM-L6-v2: bf16 autocast was 2.6x slower at batch 16 and no faster at
+    batch 512, its per-step weight casts cost more than the matmuls save), else bf16 when supported, fp16
+    otherwise."""
+    fp32 = {"bf16": False, "fp16": False}
+    if precision == "fp32":
+        return fp32
+    if not cuda:
+        return (
+            {"bf16": True, "fp16": False}
+            if precision == "bf16" or (precision == "auto" and cpu_bf16)
+            else fp32
+        )
     if precision == "bf16":
         return {"bf16": True, "fp16": False}
     if precision == "fp16":
         return {"bf16": False, "fp16": True}
     if 0 < params <= AUTO_FP32_MAX_PARAMS:
-        return {"bf16": False, "fp16": False}
+        return fp32
     import torch
 
     bf16 = bool(torch.cuda.is_bf16_supported())
     return {"bf16": bf16, "fp16": not bf16}
 
 
+CPU_ATTENTION_DROPOUT = 0.0  # unset attentionDropout on CPU: the fused attention kernel (st_attention.py)
 CACHED_AUTO_BATCH = 1024  # on CUDA, MNRL batches this large switch to the cached (memory-flat) variant
 GPU_MINI_BATCH = 256  # mini-batch of the auto-selected cached loss on CUDA
 COMPILE_ENV = "FINETUNE_TORCH_COMPILE"  # "1": torch.compile the model on CUDA
@@ -338,7 +354,15 @@ class SentenceTransformersRunner:
             # under DDP every rank scores its anchors against the positives of all ranks: the global batch
             loss = losses.MultipleNegativesRankingLoss(self.model, **ddp.st_loss_kwargs())
         evaluate = False  # validation runs in the SelectionCallback (rank 0), not in the library's loop
-        flags = precision_flags(spec.precision, cuda, sum(p.numel() for p in self.model.parameters()))
+        attention_dropout = spec.attention_dropout
+        if attention_dropout is None and not cuda:
+            attention_dropout = CPU_ATTENTION_DROPOUT
+        if attention_dropout is not None:
+            n = set_attention_dropout(self.model, attention_dropout)
+            log.info("attention dropout %s on %d self-attention modules", attention_dropout, n)
+        params = sum(p.numel() for p in self.model.parameters())
+        flags = precision_flags(spec.precision, cuda, params, cpu_bf16=not cuda and cpu_precision() == "bf16")
+        log.info("training precision: %s", "bf16" if flags["bf16"] else "fp16" if flags["fp16"] else "fp32")
         pretokenize = pretokenize_enabled(cuda)
         if cuda:
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -352,7 +376,7 @@ class SentenceTransformersRunner:
             per_device_eval_batch_size=64,
             learning_rate=spec.learning_rate,
             warmup_ratio=spec.warmup_ratio,
-            batch_sampler=BatchSamplers.NO_DUPLICATES,
+            batch_sampler=length_grouped_sampler if spec.group_by_length else BatchSamplers.NO_DUPLICATES,
             eval_strategy="steps" if evaluate else "no",
             eval_steps=spec.evaluation_steps if evaluate else None,
             save_strategy="steps",

@@ -1,0 +1,31 @@
+"""Attention-probability dropout (finetune_trainer.st_attention): only the self-attention modules' p changes."""
+
+from __future__ import annotations
+
+import pytest
+
+from finetune_trainer.st_attention import set_attention_dropout
+
+pytestmark = pytest.mark.unit
+
+
+def test_sets_the_attention_probability_dropout_only() -> None:
+    import torch
+    from transformers import BertConfig, BertModel
+
+    model = BertModel(
+        BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    )
+    assert set_attention_dropout(model, 0.0) == 2  # one self-attention module per layer
+    for layer in model.encoder.layer:
+        assert layer.attention.self.dropout.p == 0.0  # what transformers passes to sdpa while training
+        assert layer.attention.output.dropout.p == 0.1  # the hidden-state dropout is untouched
+        assert layer.output.dropout.p == 0.1
+    assert model.config.attention_probs_dropout_prob == 0.1  # the saved config is not changed
+    model.train()
+    ids = torch.tensor([[1, 2, 3, 4]])
+    torch.manual_seed(0)
+    a = model(input_ids=ids).last_hidden_state
+    torch.manual_seed(1)
+    b = model(input_ids=ids).last_hidden_state
+    assert not torch.equal(a, b)  # still training with (hidden) dropout
