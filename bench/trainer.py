@@ -406,7 +406,8 @@ def main() -> None:
                     f"base MRR@10 fp32 {fz['fp32MrrAt10']} bf16 {fz['bf16MrrAt10']} (delta {fz['mrrDelta']:+.4f})",
                     flush=True,
                 )
-                print(HEADER, flush=True)
+        if not args.json:
+            print(HEADER, flush=True)
         for engine, epochs in runs:
             row: dict[str, Any] = {"engine": engine, "epochs": epochs, "batchSize": args.batch_size}
             out = work / set_name / f"{engine}-{epochs}"
