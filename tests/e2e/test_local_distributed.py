@@ -51,7 +51,12 @@ def _manifests(tmp: Path, epochs: int, checkpoint_steps: int) -> Path:
     job = yaml.safe_load((Path(__file__).parents[2] / "examples/distributed/st-2-nodes.yaml").read_text())
     job["metadata"] = {"name": "dist-st"}
     job["spec"]["engine"]["sentenceTransformers"].update(
-        model="pvc://models/tiny", epochs=epochs, batchSize=BATCH, learningRate=LR, evaluationSteps=0
+        model="pvc://models/tiny",
+        epochs=epochs,
+        batchSize=BATCH,
+        learningRate=LR,
+        evaluationSteps=0,
+        precision="fp32",  # bf16 autocast (the CPU default where it is native) rounds per rank: fp32 compares
     )
     job["spec"]["dataset"] = {
         "train": {"configMap": {"name": "dist-data", "key": "train.json"}},
@@ -111,7 +116,7 @@ def test_two_nodes_match_one_process_with_the_same_global_batch(tmp_path: Path) 
     entry = "import sys; from finetune_trainer.cli import main; sys.exit(main(sys.argv[1:]))"
     ref = subprocess.run(
         [sys.executable, "-c", entry, *flags],
-        env=TRAINER_ENV,
+        env={**TRAINER_ENV, "FINETUNE_CPU_PRECISION": "fp32"},  # as the job's precision: fp32
         capture_output=True,
         text=True,
         timeout=400,
