@@ -88,7 +88,7 @@ def test_no_cache_for_an_empty_set(setup: tuple[Any, Any], tmp_path: Path) -> No
 
 
 def test_auto_precision_is_fp32_for_small_models_on_cuda() -> None:
-    from finetune_trainer.engine_st import AUTO_FP32_MAX_PARAMS, precision_flags
+    from finetune_trainer.st_recipe import AUTO_FP32_MAX_PARAMS, precision_flags
 
     fp32 = {"bf16": False, "fp16": False}
     assert precision_flags("auto", cuda=False, params=10**9) == fp32
@@ -100,7 +100,7 @@ def test_auto_precision_is_fp32_for_small_models_on_cuda() -> None:
 
 
 def test_cpu_precision_is_bf16_only_where_the_cpu_computes_it() -> None:
-    from finetune_trainer.engine_st import precision_flags
+    from finetune_trainer.st_recipe import precision_flags
 
     fp32, bf16 = {"bf16": False, "fp16": False}, {"bf16": True, "fp16": False}
     assert precision_flags("auto", cuda=False, cpu_bf16=True) == bf16  # AVX512_BF16 / AMX: autocast

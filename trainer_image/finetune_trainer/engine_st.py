@@ -18,8 +18,13 @@ from .cpu import cpu_precision
 from .hf_progress import ProgressCallback, resume_point, train_to_end
 from .metrics import evaluate_model
 from .models import device, load_model
-from .st_attention import set_attention_dropout
 from .st_batches import length_grouped_sampler
+from .st_recipe import (
+    CPU_ATTENTION_DROPOUT,
+    learning_rate,
+    precision_flags,
+    set_attention_dropout,
+)
 from .st_selection import SelectionCallback, eval_interval, mine_negatives
 
 log = logging.getLogger(__name__)
@@ -27,41 +32,6 @@ log = logging.getLogger(__name__)
 REQUIRED = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "modules.json")
 
 
-AUTO_FP32_MAX_PARAMS = 50_000_000  # `auto` on CUDA: fp32 weights + TF32 matmuls up to this size, else bf16
-
-
-def precision_flags(precision: str, cuda: bool, params: int = 0, cpu_bf16: bool = False) -> dict[str, bool]:
-    """Mixed-precision flags.
-
-    CPU: bf16 autocast (oneDNN) under `auto` when the CPU computes bf16 natively (`cpu_bf16`: AVX512_BF16
-    or AMX, see cpu.cpu_precision; measured on an AVX512_BF16 EPYC with all-MiniLM-L6-v2 at batch 16: 1.5x
-    the fp32 steps/s at the same MRR@10, docs/benchmarks.md), and under `bf16`; fp32 otherwise (`fp16` is
-    not offered on CPU). CUDA, `auto`: fp32 with TF32 matmuls for small models (up to AUTO_FP32_MAX_PARAMS;
-    measured on an H100 with all-MiniLM-L6-v2: bf16 autocast was 2.6x slower at batch 16 and no faster at
-    batch 512, its per-step weight casts cost more than the matmuls save), else bf16 when supported, fp16
-    otherwise."""
-    fp32 = {"bf16": False, "fp16": False}
-    if precision == "fp32":
-        return fp32
-    if not cuda:
-        return (
-            {"bf16": True, "fp16": False}
-            if precision == "bf16" or (precision == "auto" and cpu_bf16)
-            else fp32
-        )
-    if precision == "bf16":
-        return {"bf16": True, "fp16": False}
-    if precision == "fp16":
-        return {"bf16": False, "fp16": True}
-    if 0 < params <= AUTO_FP32_MAX_PARAMS:
-        return fp32
-    import torch
-
-    bf16 = bool(torch.cuda.is_bf16_supported())
-    return {"bf16": bf16, "fp16": not bf16}
-
-
-CPU_ATTENTION_DROPOUT = 0.0  # unset attentionDropout on CPU: the fused attention kernel (st_attention.py)
 CACHED_AUTO_BATCH = 1024  # on CUDA, MNRL batches this large switch to the cached (memory-flat) variant
 GPU_MINI_BATCH = 256  # mini-batch of the auto-selected cached loss on CUDA
 COMPILE_ENV = "FINETUNE_TORCH_COMPILE"  # "1": torch.compile the model on CUDA
@@ -362,7 +332,9 @@ class SentenceTransformersRunner:
             log.info("attention dropout %s on %d self-attention modules", attention_dropout, n)
         params = sum(p.numel() for p in self.model.parameters())
         flags = precision_flags(spec.precision, cuda, params, cpu_bf16=not cuda and cpu_precision() == "bf16")
-        log.info("training precision: %s", "bf16" if flags["bf16"] else "fp16" if flags["fp16"] else "fp32")
+        precision = "bf16" if flags["bf16"] else "fp16" if flags["fp16"] else "fp32"
+        lr = learning_rate(spec.learning_rate, params)
+        log.info("training precision %s, learning rate %g (%d parameters)", precision, lr, params)
         pretokenize = pretokenize_enabled(cuda)
         if cuda:
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -374,7 +346,7 @@ class SentenceTransformersRunner:
             num_train_epochs=spec.epochs,
             per_device_train_batch_size=spec.batch_size,
             per_device_eval_batch_size=64,
-            learning_rate=spec.learning_rate,
+            learning_rate=lr,
             warmup_ratio=spec.warmup_ratio,
             batch_sampler=length_grouped_sampler if spec.group_by_length else BatchSamplers.NO_DUPLICATES,
             eval_strategy="steps" if evaluate else "no",

@@ -1,10 +1,10 @@
-"""Attention-probability dropout (finetune_trainer.st_attention): only the self-attention modules' p changes."""
+"""Attention-probability dropout (finetune_trainer.st_recipe): only the self-attention modules' p changes."""
 
 from __future__ import annotations
 
 import pytest
 
-from finetune_trainer.st_attention import set_attention_dropout
+from finetune_trainer.st_recipe import set_attention_dropout
 
 pytestmark = pytest.mark.unit
 
@@ -29,3 +29,12 @@ def test_sets_the_attention_probability_dropout_only() -> None:
     torch.manual_seed(1)
     b = model(input_ids=ids).last_hidden_state
     assert not torch.equal(a, b)  # still training with (hidden) dropout
+
+
+def test_unset_learning_rate_follows_the_model_size() -> None:
+    from finetune_trainer.st_recipe import AUTO_FP32_MAX_PARAMS, learning_rate
+
+    assert learning_rate(None, 22_700_000) == 1e-4  # all-MiniLM-L6-v2: the sweep's choice
+    assert learning_rate(None, AUTO_FP32_MAX_PARAMS) == 1e-4
+    assert learning_rate(None, 109_000_000) == 2e-5  # larger: sentence-transformers' own default
+    assert learning_rate(3e-5, 22_700_000) == 3e-5  # the job's own value wins
