@@ -38,3 +38,11 @@ def test_unset_learning_rate_follows_the_model_size() -> None:
     assert learning_rate(None, AUTO_FP32_MAX_PARAMS) == 1e-4
     assert learning_rate(None, 109_000_000) == 2e-5  # larger: sentence-transformers' own default
     assert learning_rate(3e-5, 22_700_000) == 3e-5  # the job's own value wins
+
+
+def test_unset_attention_dropout_is_0_on_cpu_only() -> None:
+    from finetune_trainer.st_recipe import attention_dropout
+
+    assert attention_dropout(None, cuda=False) == 0.0  # the fused CPU attention kernel
+    assert attention_dropout(None, cuda=True) is None  # the model's own
+    assert attention_dropout(0.1, cuda=False) == 0.1

@@ -13,9 +13,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-PRECISION_ENV = (
-    "FINETUNE_CPU_PRECISION"  # "fp32" or "bf16": override the detected CPU precision (both engines)
-)
+# "fp32" or "bf16": override the detected CPU precision (both engines)
+PRECISION_ENV = "FINETUNE_CPU_PRECISION"
 
 
 def cgroup_cpus(root: Path = Path("/sys/fs/cgroup")) -> float | None:

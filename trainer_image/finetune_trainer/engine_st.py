@@ -1,5 +1,6 @@
-"""Full finetune with SentenceTransformerTrainer: MNRL (or cached MNRL), no-duplicates batches,
-warmup, periodic IR evaluation, mixed precision (bf16 on CPUs that compute it natively), checkpoints + resume + SIGTERM save."""
+"""Full finetune with SentenceTransformerTrainer: MNRL (or cached MNRL), no-duplicates batches, warmup,
+periodic IR evaluation, mixed precision (bf16 on CPUs that compute it natively), checkpoints + resume +
+SIGTERM save."""
 
 from __future__ import annotations
 
@@ -19,12 +20,7 @@ from .hf_progress import ProgressCallback, resume_point, train_to_end
 from .metrics import evaluate_model
 from .models import device, load_model
 from .st_batches import length_grouped_sampler
-from .st_recipe import (
-    CPU_ATTENTION_DROPOUT,
-    learning_rate,
-    precision_flags,
-    set_attention_dropout,
-)
+from .st_recipe import attention_dropout, learning_rate, precision_flags, set_attention_dropout
 from .st_selection import SelectionCallback, eval_interval, mine_negatives
 
 log = logging.getLogger(__name__)
@@ -324,12 +320,10 @@ class SentenceTransformersRunner:
             # under DDP every rank scores its anchors against the positives of all ranks: the global batch
             loss = losses.MultipleNegativesRankingLoss(self.model, **ddp.st_loss_kwargs())
         evaluate = False  # validation runs in the SelectionCallback (rank 0), not in the library's loop
-        attention_dropout = spec.attention_dropout
-        if attention_dropout is None and not cuda:
-            attention_dropout = CPU_ATTENTION_DROPOUT
-        if attention_dropout is not None:
-            n = set_attention_dropout(self.model, attention_dropout)
-            log.info("attention dropout %s on %d self-attention modules", attention_dropout, n)
+        dropout = attention_dropout(spec.attention_dropout, cuda)
+        if dropout is not None:
+            n = set_attention_dropout(self.model, dropout)
+            log.info("attention dropout %s on %d self-attention modules", dropout, n)
         params = sum(p.numel() for p in self.model.parameters())
         flags = precision_flags(spec.precision, cuda, params, cpu_bf16=not cuda and cpu_precision() == "bf16")
         precision = "bf16" if flags["bf16"] else "fp16" if flags["fp16"] else "fp32"

@@ -42,21 +42,29 @@ def plan_batches(
         full, carry = _fill(rows, group, batch_size)
         batches.extend(full)
     while carry:  # the last group's leftovers, greedily; the first one always fits, so this ends
-        batch: list[int] = []
-        seen: set[str] = set()
-        rest: list[int] = []
-        for i in carry:
-            if len(batch) < batch_size and seen.isdisjoint(rows[i]):
-                batch.append(i)
-                seen.update(rows[i])
-            else:
-                rest.append(i)
+        batch, carry = _take_batch(rows, carry, batch_size)
         batches.append(batch)
-        carry = rest
     if drop_last:
         batches = [b for b in batches if len(b) == batch_size]
     perm = torch.randperm(len(batches), generator=generator).tolist()
     return [batches[i] for i in perm]
+
+
+def _take_batch(
+    rows: Sequence[tuple[str, ...]], pending: list[int], batch_size: int
+) -> tuple[list[int], list[int]]:
+    """One greedy pass: the first up to batch_size indices of pending with no text in common, in order, and
+    the indices left for later."""
+    batch: list[int] = []
+    seen: set[str] = set()
+    rest: list[int] = []
+    for i in pending:
+        if len(batch) < batch_size and seen.isdisjoint(rows[i]):
+            batch.append(i)
+            seen.update(rows[i])
+        else:
+            rest.append(i)
+    return batch, rest
 
 
 def _fill(
@@ -67,16 +75,7 @@ def _fill(
     batches: list[list[int]] = []
     pending = list(group)
     while pending:
-        batch: list[int] = []
-        seen: set[str] = set()
-        rest: list[int] = []
-        for i in pending:
-            texts = set(rows[i])
-            if len(batch) < batch_size and seen.isdisjoint(texts):
-                batch.append(i)
-                seen |= texts
-            else:
-                rest.append(i)
+        batch, rest = _take_batch(rows, pending, batch_size)
         if len(batch) < batch_size:
             return batches, batch + rest
         batches.append(batch)

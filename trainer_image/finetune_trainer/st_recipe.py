@@ -61,7 +61,14 @@ def learning_rate(asked: float | None, params: int) -> float:
     return SMALL_MODEL_LR if 0 < params <= AUTO_FP32_MAX_PARAMS else LARGE_MODEL_LR
 
 
-CPU_ATTENTION_DROPOUT = 0.0  # unset attentionDropout on CPU: the fused attention kernel (st_attention.py)
+CPU_ATTENTION_DROPOUT = 0.0  # unset attentionDropout on CPU: the fused attention kernel (module docstring)
+
+
+def attention_dropout(asked: float | None, cuda: bool) -> float | None:
+    """The attention dropout to set: the job's, else CPU_ATTENTION_DROPOUT on CPU, else None (the model's own)."""
+    if asked is not None:
+        return asked
+    return None if cuda else CPU_ATTENTION_DROPOUT
 
 
 def set_attention_dropout(model: Any, p: float) -> int:
